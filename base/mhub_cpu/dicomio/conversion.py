@@ -1,0 +1,121 @@
+"""DICOM series → NIfTI with dcm2niix, verified against the DICOM headers and pixel data."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+from pydicom.pixels import apply_modality_lut
+
+from ..errors import InputError
+from ..progress import log
+from .geometry import axis_mapping, dicom_grid_affine_ras
+from .series import DicomSeries
+
+#: Transfer syntaxes whose Pixel Data is stored natively (not encapsulated), PS3.5 A.1–A.4.
+NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
+
+
+def dcm2niix_binary() -> str:
+    """Path of dcm2niix: the one shipped by the ``dcm2niix`` PyPI package, else the PATH."""
+    try:
+        import dcm2niix
+
+        return str(dcm2niix.bin)
+    except (ImportError, AttributeError):
+        found = shutil.which("dcm2niix")
+        if not found:
+            raise InputError("dcm2niix is not installed (pip install dcm2niix)") from None
+        return found
+
+
+def verify_pixel_data(series: DicomSeries) -> None:
+    """Refuse truncated or undecodable Pixel Data (7FE0,0010) in any instance of the series.
+
+    pydicom reads a truncated native Pixel Data element without complaint, so its length is
+    compared with Rows × Columns × Samples × BitsAllocated / 8; encapsulated (compressed) data is
+    decoded.
+    """
+    for path in series.files:
+        try:
+            dataset = pydicom.dcmread(path)
+            if "PixelData" not in dataset:
+                raise InputError(f"{path} has no Pixel Data")
+            if dataset.file_meta.TransferSyntaxUID in NATIVE_SYNTAXES:
+                expected = (
+                    int(dataset.Rows) * int(dataset.Columns) * int(dataset.get("SamplesPerPixel", 1))
+                    * int(dataset.BitsAllocated) // 8
+                )
+                if len(dataset.PixelData) < expected:
+                    raise InputError(
+                        f"truncated DICOM file {path}: Pixel Data has {len(dataset.PixelData)} bytes, "
+                        f"{expected} expected"
+                    )
+            else:
+                dataset.pixel_array  # noqa: B018 - decoding is the check
+        except InputError:
+            raise
+        except Exception as exc:  # pydicom/decoders raise many types for corrupt data
+            raise InputError(f"cannot decode pixel data of {path}: {exc}") from exc
+
+
+def convert_series(series: DicomSeries, output_path: Path) -> Path:
+    """Convert the series to a NIfTI file with dcm2niix and check it against the DICOM data.
+
+    Only the series' own files are given to dcm2niix (linked into a temporary folder), so other
+    series in the input folder cannot leak in.
+
+    Raises:
+        InputError: dcm2niix failed, made other than one volume, or the result's geometry or
+            voxel values disagree with the DICOM headers and pixel data.
+    """
+    with tempfile.TemporaryDirectory(prefix="mhub-cpu-dcm2niix-") as tmp:
+        source = Path(tmp) / "dicom"
+        target = Path(tmp) / "nifti"
+        source.mkdir()
+        target.mkdir()
+        for index, path in enumerate(series.files):
+            (source / f"{index:05d}.dcm").symlink_to(path.resolve())
+        command = [dcm2niix_binary(), "-z", "y", "-b", "n", "-m", "y", "-i", "n", "-f", "image", "-o", str(target), str(source)]
+        result = subprocess.run(command, capture_output=True, text=True)
+        produced = sorted(target.glob("*.nii*"))
+        if result.returncode != 0 or len(produced) != 1:
+            raise InputError(
+                f"dcm2niix could not convert series {series.series_instance_uid} "
+                f"(exit {result.returncode}, {len(produced)} volumes):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(produced[0], output_path)
+    check_conversion(series, output_path)
+    return output_path
+
+
+def check_conversion(series: DicomSeries, nifti_path: Path, slices_to_compare: int = 3) -> None:
+    """Verify that the NIfTI grid equals the DICOM grid and its voxels equal the DICOM pixels.
+
+    The grid must match up to axis order and flips (see :func:`axis_mapping`); then the first,
+    middle and last slices are compared voxel by voxel in Hounsfield units.
+    """
+    image = nib.load(nifti_path)
+    if len(image.shape) != 3:
+        raise InputError(f"converted image has shape {image.shape}, expected a 3D volume")
+    dicom_affine = dicom_grid_affine_ras(series.instances)
+    first = series.instances[0]
+    dicom_shape = (int(first.Columns), int(first.Rows), len(series.instances))
+    mapping = axis_mapping(image.affine, image.shape, dicom_affine, dicom_shape)
+    volume = mapping.apply(np.asarray(image.dataobj))  # scaled to HU; (column, row, slice) order
+    for index in sorted({0, len(series.files) // 2, len(series.files) - 1}):
+        dataset = pydicom.dcmread(series.files[index])
+        expected = apply_modality_lut(dataset.pixel_array, dataset).astype(np.float64).T
+        difference = np.abs(volume[:, :, index] - expected).max()
+        if difference > 0.5:
+            raise InputError(
+                f"converted volume disagrees with {series.files[index].name} by up to {difference:.1f} HU "
+                "(slice order or orientation lost in conversion)"
+            )
+    log(f"geometry check passed: {dicom_shape[0]}x{dicom_shape[1]}x{dicom_shape[2]} voxels match the DICOM headers and pixels")
