@@ -1,0 +1,88 @@
+"""The segmentation model catalogue (``configs/auto3dseg_models.json``) and model resolution."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from ..errors import ModelError
+from .labels import Code, Label
+
+
+def configs_dir() -> Path:
+    """The project's ``configs/`` folder (``$MHUB_CPU_CONFIGS`` overrides it)."""
+    return Path(os.environ.get("MHUB_CPU_CONFIGS") or Path(__file__).resolve().parents[3] / "configs")
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One downloadable model version of the catalogue."""
+
+    id: str
+    name: str
+    version: str
+    title: str
+    url: str
+    sha256: str | None
+    license: str
+    deprecated: bool
+    quick: bool
+    reference_cpu_seconds: float | None
+    segments: dict[str, dict]
+
+    def label_defaults(self, label: Label) -> Label:
+        """``label`` completed with this catalogue's codes and colour for a segment of that name."""
+        segment = self.segments.get(label.name)
+        if segment is None:
+            return label
+        codes = {
+            key: Code(value["scheme"], value["value"], value["meaning"])
+            for key in ("category", "type", "type_modifier", "anatomic_region", "anatomic_region_modifier")
+            if (value := segment.get(key))
+        }
+        color = tuple(segment["color"]) if segment.get("color") else None
+        return label.with_defaults(codes, color)
+
+
+@lru_cache(maxsize=1)
+def load_catalog() -> tuple[CatalogEntry, ...]:
+    """All catalogue entries, current versions first for each model name."""
+    path = configs_dir() / "auto3dseg_models.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read the model catalogue {path}: {exc}") from exc
+    return tuple(
+        CatalogEntry(
+            id=m["id"], name=m["name"], version=m["version"], title=m["title"], url=m["url"],
+            sha256=m.get("sha256"), license=m.get("license", ""), deprecated=bool(m.get("deprecated")),
+            quick=bool(m.get("quick")), reference_cpu_seconds=m.get("reference_cpu_seconds"),
+            segments={s["name"]: s for s in m.get("segments", [])},
+        )
+        for m in data["models"]
+    )
+
+
+def find_entry(model: str) -> CatalogEntry:
+    """Catalogue entry for a model id (``abdominal-organs-v2.0.0``) or name (current version).
+
+    Raises:
+        ModelError: unknown model, listing the known names.
+    """
+    entries = load_catalog()
+    for entry in entries:
+        if entry.id == model:
+            return entry
+    current = [e for e in entries if e.name == model and not e.deprecated]
+    if current:
+        return current[0]
+    names = ", ".join(sorted({e.name for e in entries}))
+    raise ModelError(f"unknown model {model!r}; catalogue models: {names}")
+
+
+def demo_model_path() -> Path:
+    """The embedded demo model (trained on one CT; for demos and tests only)."""
+    return Path(__file__).resolve().parents[3] / "demo" / "abdominal-organs-demo-v0.1.0.zip"

@@ -1,0 +1,118 @@
+"""bpreg.json (bpreg's nifti2json keys, strict JSON), atomic file writing, landmark cropping."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import InputError
+from .modelfiles import InferenceSettings
+from .postprocess import ScoreCurve, body_part_slices, body_part_tag, landmark_present, landmark_score
+from .preprocess import Orientation
+from .tables import postprocessing
+
+
+def strict(value: Any) -> Any:
+    """JSON-safe copy: NaN and infinities become ``null``, numpy scalars and arrays plain Python."""
+    if isinstance(value, dict):
+        return {str(k): strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [strict(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Strict JSON (``allow_nan=False``), missing values as ``null``."""
+    text = json.dumps(strict(payload), indent=2, allow_nan=False) + "\n"
+    write_atomic(path, text.encode())
+
+
+def bpreg_result(curve: ScoreCurve, settings: InferenceSettings, ignore_invalid_z: bool = False) -> dict:
+    """The dict bpreg's ``InferenceModel.nifti2json`` returns, key for key (NaN still as float)."""
+    table = postprocessing()
+    cleaned = curve.cleaned
+    return {
+        "cleaned slice scores": [float(v) for v in cleaned],
+        "z": [float(v) for v in curve.z],
+        "unprocessed slice scores": [float(v) for v in curve.unprocessed],
+        "body part examined": body_part_slices(cleaned, settings.lookuptable),
+        "body part examined tag": body_part_tag(curve, settings.lookuptable, ignore_invalid_z),
+        "look-up table": settings.lookuptable,
+        "reverse z-ordering": curve.reverse_z_ordering,
+        "valid z-spacing": curve.valid_z_spacing,
+        "expected slope": curve.expected_slope,
+        "observed slope": curve.slope,
+        "slope ratio": curve.slope_ratio,
+        "expected z-spacing": curve.expected_z_spacing,
+        "z-spacing": curve.z_spacing,
+        "settings": {
+            "slice score processing": curve.settings,
+            "body part examined dict": {k: [math.nan if v is None else v for v in pair] for k, pair in table["body_parts"].items()},
+            "body part examined tag": {
+                "body parts included": table["body_parts_included"],
+                "distinct body parts": table["distinct_body_parts"],
+                "min present landmarks": table["min_present_landmarks"],
+            },
+        },
+    }
+
+
+def crop_range(curve: ScoreCurve, lookuptable: dict, start: str, end: str) -> tuple[int, int]:
+    """First and last slice (bpreg order) whose cleaned score lies between two landmarks.
+
+    Raises:
+        InputError: unknown landmark, or no slice scores between them.
+    """
+    for name in (start, end):
+        if name not in lookuptable:
+            raise InputError(f"unknown landmark {name!r}; known: {', '.join(lookuptable)}")
+    low, high = sorted((landmark_score(lookuptable, start), landmark_score(lookuptable, end)))
+    with np.errstate(invalid="ignore"):
+        inside = np.flatnonzero((curve.cleaned >= low) & (curve.cleaned <= high))
+    if len(inside) == 0:
+        covered = [n for n in (start, end) if landmark_present(curve.cleaned, landmark_score(lookuptable, n))]
+        raise InputError(
+            f"no slice scores between {start} and {end} (landmarks inside the volume: {', '.join(covered) or 'neither'})"
+        )
+    return int(inside.min()), int(inside.max())
+
+
+def write_crop(image: nib.Nifti1Image, orient: Orientation, first: int, last: int, path: Path) -> None:
+    """Save the slab between two bpreg-order slices as NIfTI, geometry kept (affine shifted)."""
+    stored = sorted((int(orient.stored_index(first)), int(orient.stored_index(last))))
+    cropped = image.slicer[:, :, stored[0] : stored[1] + 1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".crop.", suffix=".nii.gz")
+    os.close(fd)
+    try:
+        nib.save(cropped, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,109 @@
+"""The ``mhub-cpu`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import MhubCpuError
+from .progress import log
+
+
+def _add_segment(subparsers: argparse._SubParsersAction) -> None:
+    from .outputs.dicom_seg import SEGMENTATION_TYPES
+    from .segment import PRECISION_MODES
+
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment a CT (DICOM folder or NIfTI) with an Auto3DSeg model on OpenVINO",
+        description="Segment a CT series with a MONAI Auto3DSeg model converted to OpenVINO. Writes "
+        "segmentation.dcm (DICOM-SEG, for DICOM input), segmentation.nii.gz, preview.png and report.json.",
+    )
+    parser.add_argument("--input", required=True, type=Path, help="folder of DICOM files (any nesting) or a NIfTI file")
+    parser.add_argument("--output", required=True, type=Path, help="folder for the results (created if needed)")
+    parser.add_argument(
+        "--model", default="demo",
+        help="catalogue model id or name (e.g. abdominal-organs, downloaded once into the cache), a local "
+        "model zip/folder, or 'demo' (the embedded demo model, default)",
+    )
+    parser.add_argument("--series", dest="series_uid", help="Series Instance UID to process when the folder holds several CT series")
+    parser.add_argument(
+        "--precision", choices=sorted(PRECISION_MODES), default="f32",
+        help="f32: fp32 weights and compute (default, closest to the reference); bf16: bfloat16 compute; "
+        "fp16: fp16-compressed weights, f32 compute",
+    )
+    parser.add_argument("--overlap", type=float, default=0.625, help="window overlap fraction (default 0.625, as Slicer)")
+    parser.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian", help="window blending (default gaussian)")
+    parser.add_argument("--threads", type=int, help="CPU threads for OpenVINO (default: all cores)")
+    parser.add_argument(
+        "--seg-type", dest="segmentation_type", choices=SEGMENTATION_TYPES, default="BINARY",
+        help="DICOM-SEG type: BINARY (default, widest viewer support) or LABELMAP",
+    )
+    parser.set_defaults(func=_run_segment)
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from .segment import SegmentRequest, run_segment
+
+    request = SegmentRequest(
+        input_path=args.input, output_dir=args.output, model=args.model, series_uid=args.series_uid,
+        precision=args.precision, overlap=args.overlap, blend=args.blend, threads=args.threads,
+        segmentation_type=args.segmentation_type,
+    )
+    report = run_segment(request)
+    found = [s["name"] for s in report["result"]["segments"] if s["voxels"]]
+    log(f"done in {report['total_s']:.1f} s, peak memory {report['peak_rss_mb']:.0f} MiB, {len(found)} structures found")
+    for name in report["outputs"].values():
+        print(args.output / name)
+    return 0
+
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
+    from .conversion import IR_VARIANTS
+
+    parser = subparsers.add_parser(
+        "convert", help="convert an Auto3DSeg checkpoint to OpenVINO IR (cached; needs torch and monai)",
+    )
+    parser.add_argument("--model", default="demo", help="catalogue id/name, model zip/folder, or 'demo'")
+    parser.add_argument("--ir", choices=[v for v in IR_VARIANTS if v != "int8"], default="fp32", help="IR weight format")
+    parser.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from .auto3dseg.bundle import load_bundle
+    from .auto3dseg.catalog import demo_model_path
+    from .conversion import convert_bundle
+
+    bundle = load_bundle(str(demo_model_path()) if args.model == "demo" else args.model)
+    converted = convert_bundle(bundle, args.ir)
+    print(json.dumps({"xml": str(converted.xml_path), "config": converted.config}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mhub-cpu", description="CPU-friendly medical imaging models, the MHub way.")
+    parser.add_argument("--version", action="version", version=f"mhub-cpu {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_segment(subparsers)
+    _add_convert(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a subcommand; report :class:`MhubCpuError` as ``error: …`` with its exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MhubCpuError as exc:
+        print(f"mhub-cpu: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("mhub-cpu: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

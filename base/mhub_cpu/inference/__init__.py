@@ -1,0 +1,1 @@
+"""Auto3DSeg inference: preprocessing faithful to the Slicer script, sliding window on OpenVINO."""

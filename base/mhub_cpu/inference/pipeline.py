@@ -1,0 +1,82 @@
+"""Segmentation of a CT NIfTI volume with a converted Auto3DSeg model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import nibabel as nib
+import numpy as np
+
+from ..conversion import ConvertedModel
+from ..errors import ModelError
+from ..progress import StageTimer, log
+from .preprocess import prepare, restore_labels, to_canonical
+from .runtime import OpenVinoNetwork
+from .sliding_window import sliding_window_labels
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """How to run the sliding window (defaults follow the Slicer script)."""
+
+    overlap: float = 0.625
+    blend: str = "gaussian"
+    precision: str = "f32"
+    threads: int | None = None
+
+
+@dataclass
+class SegmentationResult:
+    """A label map on the input image's own grid, and facts about the run."""
+
+    labels: nib.Nifti1Image
+    windows: int
+    model_grid_shape: tuple[int, int, int]
+    model_spacing: tuple[float, float, float]
+    details: dict = field(default_factory=dict)
+
+
+def segment_image(
+    image: nib.Nifti1Image, model: ConvertedModel, settings: InferenceSettings, timer: StageTimer
+) -> SegmentationResult:
+    """Run preprocessing, sliding-window inference and inverse resampling on ``image``."""
+    config = model.config
+    if config.get("input_channels", 1) != 1:
+        raise ModelError("only single-input models are supported")
+    if not 0 <= settings.overlap < 1:
+        raise ModelError(f"overlap must be in [0, 1), got {settings.overlap}")
+    roi = tuple(int(v) for v in config["roi_size"])
+    with timer.stage("preprocess"):
+        canonical = to_canonical(image)
+        prepared = prepare(canonical, config)
+        log(
+            f"model grid {prepared.image.shape} at {tuple(round(s, 3) for s in prepared.model_spacing)} mm, "
+            f"window {roi}, overlap {settings.overlap}, {settings.precision}"
+        )
+    with timer.stage("load network"):
+        network = OpenVinoNetwork(model.xml_path, settings.precision, settings.threads)
+    with timer.stage("inference"):
+        if config.get("sigmoid"):
+            raise ModelError("sigmoid (multi-label) models are not supported yet")
+        labels, windows = sliding_window_labels(
+            prepared.image, network, roi, int(config["output_classes"]), settings.overlap, settings.blend
+        )
+    with timer.stage("restore grid"):
+        canonical_labels = restore_labels(labels, prepared)
+        labels_image = _to_input_orientation(canonical_labels, canonical, image)
+    return SegmentationResult(
+        labels=labels_image, windows=windows, model_grid_shape=tuple(prepared.image.shape),  # type: ignore[arg-type]
+        model_spacing=prepared.model_spacing,
+    )
+
+
+def _to_input_orientation(labels: np.ndarray, canonical: nib.Nifti1Image, original: nib.Nifti1Image) -> nib.Nifti1Image:
+    """Label image on the original image's grid (undoing the RAS reorientation)."""
+    transform = nib.orientations.ornt_transform(
+        nib.orientations.io_orientation(canonical.affine), nib.orientations.io_orientation(original.affine)
+    )
+    data = nib.orientations.apply_orientation(labels, transform)
+    out = nib.Nifti1Image(np.ascontiguousarray(data), original.affine)
+    out.set_data_dtype(labels.dtype)
+    out.header.set_xyzt_units("mm", "sec")
+    return out

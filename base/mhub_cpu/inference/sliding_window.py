@@ -1,0 +1,174 @@
+"""Sliding-window inference with Gaussian blending and slab-wise (memory-bounded) stitching.
+
+Window placement follows MONAI's ``sliding_window_inference``: an image smaller than the window is
+zero-padded symmetrically to the window size; along each axis windows start every
+``int(roi · (1 − overlap))`` voxels, the last one shifted back to end at the border. Each window's
+logits are weighted by a Gaussian importance map (σ = 0.125 · roi, clamped to its smallest value)
+and summed. The label of a voxel is the argmax of that weighted sum, which equals MONAI's argmax of
+the softmax of the normalised sum, because the weight sum is positive and shared by all classes.
+
+Stitching never holds the classes × volume buffer: windows run in order of their start along the
+last axis (the slab axis), and as soon as the next window starts further along that axis, the
+planes before it can receive no more contributions and are reduced to labels.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..progress import ProgressCounter
+
+#: σ of the Gaussian importance map as a fraction of the window size (MONAI default).
+GAUSSIAN_SIGMA_SCALE = 0.125
+
+
+def window_starts(length: int, roi: int, overlap: float) -> list[int]:
+    """Start indices of windows of size ``roi`` along an axis of ``length`` (≥ roi) voxels (MONAI rule)."""
+    if roi >= length:
+        return [0]
+    interval = max(int(roi * (1 - overlap)), 1)
+    starts = []
+    for index in range(int(np.ceil(length / interval))):
+        start = index * interval
+        if start + roi >= length:
+            starts.append(length - roi)
+            break
+        starts.append(start)
+    return starts
+
+
+def padding_for(shape: tuple[int, ...], roi: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Symmetric zero padding that makes every axis at least ``roi`` long (extra voxel after)."""
+    pads = []
+    for length, size in zip(shape, roi):
+        missing = max(size - length, 0)
+        pads.append((missing // 2, missing - missing // 2))
+    return pads
+
+
+def gaussian_importance(roi: tuple[int, ...], sigma_scale: float = GAUSSIAN_SIGMA_SCALE) -> np.ndarray:
+    """Separable Gaussian weight map over a window, peak 1, clamped to its smallest value ≥ 1e-3."""
+    weights = np.ones((), dtype=np.float32)
+    for size in roi:
+        x = np.arange(size, dtype=np.float32) - (size - 1) / 2.0
+        sigma = size * sigma_scale
+        weights = np.multiply.outer(weights, np.exp(x**2 / (-2 * sigma**2)).astype(np.float32))
+    return np.maximum(weights, max(float(weights.min()), 1e-3)).astype(np.float32)
+
+
+def constant_importance(roi: tuple[int, ...]) -> np.ndarray:
+    """Uniform weights (MONAI ``mode="constant"``)."""
+    return np.ones(roi, dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where the windows go on a (padded) volume, in slab order (last axis outermost)."""
+
+    padded_shape: tuple[int, int, int]
+    roi: tuple[int, int, int]
+    starts: list[tuple[int, int, int]]
+
+    @property
+    def count(self) -> int:
+        return len(self.starts)
+
+
+def plan_windows(shape: tuple[int, int, int], roi: tuple[int, int, int], overlap: float) -> WindowPlan:
+    """Dense MONAI-style window grid over ``shape`` (padded to at least ``roi``)."""
+    padded = tuple(max(n, r) for n, r in zip(shape, roi))
+    per_axis = [window_starts(n, r, overlap) for n, r in zip(padded, roi)]
+    starts = [(x, y, z) for z, y, x in itertools.product(per_axis[2], per_axis[1], per_axis[0])]
+    return WindowPlan(padded_shape=padded, roi=roi, starts=starts)  # type: ignore[arg-type]
+
+
+class SlabStitcher:
+    """Accumulates weighted window logits and finalises label planes along the last axis.
+
+    Holds a buffer of ``classes × X × Y × roi_z`` floats covering the planes that windows not yet
+    processed may still touch. Windows must arrive with non-decreasing start along the last axis.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], roi: tuple[int, int, int], classes: int, weights: np.ndarray):
+        self.shape = shape
+        self.roi = roi
+        self.weights = weights
+        self.labels = np.zeros(shape, dtype=np.uint8 if classes <= 256 else np.uint16)
+        self._buffer = np.zeros((classes, shape[0], shape[1], roi[2]), dtype=np.float32)
+        self._z0 = 0  # first plane held in the buffer
+
+    def add(self, start: tuple[int, int, int], logits: np.ndarray) -> None:
+        """Add one window's logits (classes × roi) placed at ``start``."""
+        x, y, z = start
+        if z < self._z0:
+            raise ValueError("windows must arrive in non-decreasing order along the last axis")
+        self._advance_to(z)
+        rx, ry, rz = self.roi
+        offset = z - self._z0
+        target = self._buffer[:, x : x + rx, y : y + ry, offset : offset + rz]
+        target += logits * self.weights
+
+    def _advance_to(self, z: int) -> None:
+        """Finalise planes [z0, z) and slide the buffer so that it starts at plane ``z``."""
+        step = z - self._z0
+        if step <= 0:
+            return
+        done = min(step, self._buffer.shape[3])
+        self.labels[:, :, self._z0 : self._z0 + done] = np.argmax(self._buffer[..., :done], axis=0)
+        self._buffer[..., : self._buffer.shape[3] - done] = self._buffer[..., done:]
+        self._buffer[..., self._buffer.shape[3] - done :] = 0
+        self._z0 = z
+
+    def finish(self) -> np.ndarray:
+        """Finalise all remaining planes and return the label volume."""
+        remaining = self.shape[2] - self._z0
+        if remaining > 0:
+            self.labels[:, :, self._z0 :] = np.argmax(self._buffer[..., :remaining], axis=0)
+        self._z0 = self.shape[2]
+        return self.labels
+
+
+def iterate_windows(volume: np.ndarray, plan: WindowPlan) -> Iterator[tuple[tuple[int, int, int], np.ndarray]]:
+    """Yield ``(start, window)`` pairs of ``volume`` (already padded) in plan order."""
+    rx, ry, rz = plan.roi
+    for x, y, z in plan.starts:
+        yield (x, y, z), volume[x : x + rx, y : y + ry, z : z + rz]
+
+
+def sliding_window_labels(
+    volume: np.ndarray,
+    run_window: Callable[[np.ndarray], np.ndarray],
+    roi: tuple[int, int, int],
+    classes: int,
+    overlap: float = 0.625,
+    blend: str = "gaussian",
+) -> tuple[np.ndarray, int]:
+    """Label map of ``volume`` (x, y, z float32) from a window-wise network.
+
+    Args:
+        volume: Preprocessed image at model resolution.
+        run_window: Maps one window (roi-shaped float32) to its logits (classes × roi).
+        roi: Window size (the network's static input size).
+        classes: Number of output channels.
+        overlap: Fraction of a window shared with its neighbour along each axis.
+        blend: ``gaussian`` or ``constant`` window weights.
+
+    Returns:
+        The uint8/uint16 label map on ``volume``'s grid and the number of windows run.
+    """
+    pads = padding_for(volume.shape, roi)
+    padded = np.pad(volume, pads) if any(p != (0, 0) for p in pads) else volume
+    plan = plan_windows(padded.shape, roi, overlap)
+    weights = gaussian_importance(roi) if blend == "gaussian" else constant_importance(roi)
+    stitcher = SlabStitcher(plan.padded_shape, roi, classes, weights)
+    progress = ProgressCounter("window", plan.count)
+    for done, (start, window) in enumerate(iterate_windows(padded, plan), start=1):
+        stitcher.add(start, run_window(np.ascontiguousarray(window)))
+        progress.update(done)
+    labels = stitcher.finish()
+    crop = tuple(slice(before, before + n) for (before, _), n in zip(pads, volume.shape))
+    return labels[crop], plan.count

@@ -1,0 +1,1 @@
+"""Result files: DICOM-SEG, NIfTI label map, PNG preview and JSON report."""

@@ -1,0 +1,166 @@
+"""``mhub-cpu segment``: CT (DICOM folder or NIfTI) → Auto3DSeg model on OpenVINO → DICOM-SEG."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from .auto3dseg.bundle import load_bundle
+from .auto3dseg.catalog import demo_model_path
+from .conversion import convert_bundle
+from .dicomio import read_input
+from .dicomio.geometry import axis_mapping, dicom_grid_affine_ras
+from .errors import MhubCpuError, ProcessingError
+from .inference.pipeline import InferenceSettings, segment_image
+from .outputs.dicom_seg import write_dicom_seg
+from .outputs.preview import write_preview
+from .outputs.report import package_versions, write_json
+from .progress import StageTimer, cpu_seconds, log, peak_rss_mb
+
+#: ``--precision`` modes: (IR weight format, OpenVINO compute precision).
+PRECISION_MODES = {"f32": ("fp32", "f32"), "bf16": ("fp32", "bf16"), "fp16": ("fp16", "f32")}
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """Everything ``mhub-cpu segment`` needs."""
+
+    input_path: Path
+    output_dir: Path
+    model: str = "demo"
+    series_uid: str | None = None
+    precision: str = "f32"
+    overlap: float = 0.625
+    blend: str = "gaussian"
+    threads: int | None = None
+    segmentation_type: str = "BINARY"
+
+
+def run_segment(request: SegmentRequest) -> dict:
+    """Segment the input and write the result files into ``request.output_dir``.
+
+    Results are assembled in a temporary folder inside the output folder and moved into place
+    only when all of them are complete, so a failed run leaves no partial result behind.
+
+    Returns:
+        The report (also written as ``report.json``).
+    """
+    if request.precision not in PRECISION_MODES:
+        raise ProcessingError(f"unknown precision {request.precision!r}; choose one of {', '.join(PRECISION_MODES)}")
+    timer = StageTimer()
+    request.output_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=request.output_dir, prefix=".partial-"))
+    try:
+        report = _segment_into(request, staging, timer)
+        for produced in sorted(staging.iterdir()):
+            if produced.name == "work":
+                continue
+            produced.replace(request.output_dir / produced.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for name in report["outputs"].values():
+        log(f"wrote {request.output_dir / name}")
+    return report
+
+
+def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer) -> dict:
+    with timer.stage("read input"):
+        volume = read_input(request.input_path, staging / "work", request.series_uid)
+    with timer.stage("load model"):
+        model_ref = str(demo_model_path()) if request.model == "demo" else request.model
+        bundle = load_bundle(model_ref)
+        ir_variant, compute = PRECISION_MODES[request.precision]
+        converted = convert_bundle(bundle, ir_variant)
+    image = nib.load(volume.nifti_path)
+    settings = InferenceSettings(request.overlap, request.blend, compute, request.threads)
+    result = segment_image(image, converted, settings, timer)
+
+    outputs: dict[str, str] = {}
+    with timer.stage("write outputs"):
+        nib.save(result.labels, staging / "segmentation.nii.gz")
+        outputs["nifti"] = "segmentation.nii.gz"
+        write_preview(image, result.labels, bundle.labels, staging / "preview.png")
+        outputs["preview"] = "preview.png"
+        label_map = np.asarray(result.labels.dataobj)
+        segments_written = None
+        if volume.series is not None:
+            series = volume.series
+            first = series.instances[0]
+            mapping = axis_mapping(
+                result.labels.affine, result.labels.shape, dicom_grid_affine_ras(series.instances),
+                (int(first.Columns), int(first.Rows), len(series.instances)),
+            )
+            dicom_order = np.ascontiguousarray(mapping.apply(label_map).transpose(2, 1, 0))
+            version = bundle.catalog_entry.version if bundle.catalog_entry else bundle.model_id
+            segments_written = write_dicom_seg(
+                dicom_order, series, bundle.labels, staging / "segmentation.dcm", bundle.model_id, version,
+                request.segmentation_type,
+            )
+            outputs["dicom_seg"] = "segmentation.dcm"
+    voxel_ml = float(np.prod(result.labels.header.get_zooms()[:3])) / 1000.0
+    values, counts = np.unique(label_map, return_counts=True)
+    found = dict(zip(values.tolist(), counts.tolist()))
+    report = {
+        "tool": "mhub-cpu segment",
+        "versions": package_versions(),
+        "model": {
+            "id": bundle.model_id,
+            "source": str(bundle.source),
+            "checkpoint_sha256": bundle.checkpoint_sha256,
+            "ir": str(converted.xml_path),
+            "ir_variant": converted.ir_variant,
+            "config": converted.config,
+        },
+        "settings": {**asdict(settings), "segmentation_type": request.segmentation_type},
+        "input": _input_report(request, volume),
+        "result": {
+            "windows": result.windows,
+            "model_grid_shape": list(result.model_grid_shape),
+            "model_spacing_mm": list(result.model_spacing),
+            "segments": [
+                {"label": label.value, "name": label.name, "voxels": found.get(label.value, 0),
+                 "volume_ml": round(found.get(label.value, 0) * voxel_ml, 3)}
+                for label in bundle.labels
+            ],
+            "dicom_seg_segments": [label.name for label in segments_written] if segments_written else None,
+        },
+        "stages_s": {name: round(seconds, 3) for name, seconds in timer.stages.items()},
+        "total_s": round(timer.total_s, 3),
+        "cpu_s": round(cpu_seconds(), 3),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "outputs": {**outputs, "report": "report.json"},
+    }
+    write_json(report, staging / "report.json")
+    return report
+
+
+def _input_report(request: SegmentRequest, volume) -> dict:
+    info: dict = {"path": str(request.input_path), "format": "dicom" if volume.series else "nifti"}
+    if volume.series is not None:
+        series = volume.series
+        info.update(
+            series_instance_uid=series.series_instance_uid,
+            study_instance_uid=series.study_instance_uid,
+            instances=len(series.instances),
+            generated_uids=series.generated_uids,
+            sop_uids_from_file_meta=series.sop_uids_from_file_meta,
+        )
+        warnings = []
+        if series.generated_uids:
+            warnings.append(
+                "the source series had blank " + " and ".join(series.generated_uids) + "; the DICOM-SEG "
+                "references generated UIDs that exist in no archive, so it will not link to the source study "
+                "in a PACS until the source is given proper UIDs"
+            )
+        if series.sop_uids_from_file_meta:
+            warnings.append("SOP Class/Instance UIDs were blank in the datasets and were taken from the file meta information")
+        info["warnings"] = warnings
+    return info
+
+
+__all__ = ["PRECISION_MODES", "SegmentRequest", "run_segment", "MhubCpuError"]
