@@ -15,7 +15,7 @@ from pathlib import Path
 from ..cache import fetch
 from ..errors import ModelError
 from ..progress import log
-from .catalog import CatalogEntry, find_entry
+from .catalog import CatalogEntry, complete_label, find_entry
 from .labels import Label, parse_labels_csv
 
 
@@ -61,8 +61,8 @@ def load_bundle(model: str | Path) -> ModelBundle:
     """Resolve ``model`` (a local zip/folder path, or a catalogue id or name) to a :class:`ModelBundle`.
 
     Catalogue models are downloaded once into the cache (:func:`mhub_cpu.cache.fetch`).
-    Label codes and colours missing from ``labels.csv`` are taken from the catalogue entry of the
-    same model, matched by segment name.
+    Label codes and colours missing from ``labels.csv`` are taken from the catalogue, matched by
+    segment name (:func:`complete_label`).
     """
     path = Path(model)
     entry: CatalogEntry | None = None
@@ -81,8 +81,7 @@ def load_bundle(model: str | Path) -> ModelBundle:
         raise ModelError(f"labels.csv of {path} is not UTF-8 text") from exc
     if entry is None:
         entry = _entry_by_id(model_id)
-    if entry is not None:
-        labels = [entry.label_defaults(label) for label in labels]
+    labels = [complete_label(label, entry) for label in labels]
     sha = hashlib.sha256(checkpoint_bytes).hexdigest()
     log(f"model {model_id}: {len(labels)} labels, checkpoint sha256 {sha[:12]}…")
     return ModelBundle(model_id, path, checkpoint_bytes, sha, labels, entry)

@@ -34,17 +34,31 @@ class CatalogEntry:
     segments: dict[str, dict]
 
     def label_defaults(self, label: Label) -> Label:
-        """``label`` completed with this catalogue's codes and colour for a segment of that name."""
+        """``label`` completed with this entry's codes and colour for a segment of that name."""
         segment = self.segments.get(label.name)
-        if segment is None:
-            return label
-        codes = {
-            key: Code(value["scheme"], value["value"], value["meaning"])
-            for key in ("category", "type", "type_modifier", "anatomic_region", "anatomic_region_modifier")
-            if (value := segment.get(key))
-        }
-        color = tuple(segment["color"]) if segment.get("color") else None
-        return label.with_defaults(codes, color)
+        return label if segment is None else _complete(label, segment)
+
+
+def _complete(label: Label, segment: dict) -> Label:
+    codes = {
+        key: Code(value["scheme"], value["value"], value["meaning"])
+        for key in ("category", "type", "type_modifier", "anatomic_region", "anatomic_region_modifier")
+        if (value := segment.get(key))
+    }
+    color = tuple(segment["color"]) if segment.get("color") else None
+    return label.with_defaults(codes, color)
+
+
+def complete_label(label: Label, entry: "CatalogEntry | None") -> Label:
+    """Fill a label's missing codes and colour from its model's catalogue entry or, failing that,
+    from the first current catalogue model with a segment of the same name (names are shared
+    across the catalogue's models)."""
+    if entry is not None and label.name in entry.segments:
+        return entry.label_defaults(label)
+    for candidate in load_catalog():
+        if not candidate.deprecated and label.name in candidate.segments:
+            return candidate.label_defaults(label)
+    return label
 
 
 @lru_cache(maxsize=1)
