@@ -1,0 +1,194 @@
+"""DICOM Structured Reports of the results, encoded as Imaging Data Commons encodes BPR results.
+
+Two Comprehensive 3D SR documents with the TID 1500 Measurement Report template (PS3.16 TID 1500,
+one TID 1501 measurement group per finding), as in IDC's NLST / NSCLC-Radiomics BPR annotations:
+
+* ``bpr_landmarks_sr.dcm`` ("BPR landmark annotations"): one group per landmark found in the
+  volume, tracking identifier "Annotations group landmarks", the landmark as Finding Site
+  (SCT 363698007) with its Topographical Modifier (Center / Top / Bottom) from IDC's
+  ``bpr_landmarks_code_mapping.csv``, and the CT slice whose score is nearest to the landmark's
+  expected score as source image;
+* ``bpr_regions_sr.dcm`` ("BPR region annotations"): one group per scored slice, tracking
+  identifier "Annotations group regions", each body-part region the slice lies in as Finding
+  Site (IDC's ``bpr_regions_code_mapping.csv``), the slice as source image.
+
+Slices are matched to SOP instances by position: the stored NIfTI slice of each score (after
+bpreg's flip, if any) is placed in patient space with the NIfTI affine and compared with the
+instances' Image Position (Patient) along the slice normal, so that a series stored, sorted or
+numbered in reverse order is referenced correctly.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+import highdicom as hd
+import nibabel as nib
+import numpy as np
+from pydicom.sr.codedict import codes
+from pydicom.uid import generate_uid
+
+from .. import __name__ as package_name
+from ..errors import ProcessingError
+from .modelfiles import InferenceSettings
+from .outputs import write_atomic
+from .postprocess import ScoreCurve, landmark_present, landmark_score
+from .preprocess import Orientation
+from .tables import read_csv
+
+ALGORITHM = hd.sr.AlgorithmIdentification(name="BodyPartRegression", version="1.1.0 (bpreg public model, mhub-cpu OpenVINO)")
+DEVICE_NAME = "BodyPartRegression"
+SERIES_NUMBER = {"landmarks": 101, "regions": 102}
+DESCRIPTION = {"landmarks": "BPR landmark annotations", "regions": "BPR region annotations"}
+NIFTI_TO_DICOM = np.diag([-1.0, -1.0, 1.0])  # RAS+ (NIfTI) to LPS+ (DICOM patient coordinates)
+
+
+def _code(value: str, scheme: str, meaning: str) -> hd.sr.CodedConcept:
+    return hd.sr.CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
+
+
+def landmark_sites() -> dict[str, hd.sr.FindingSite]:
+    """IDC's landmark codes as Finding Site with Topographical Modifier."""
+    sites = {}
+    for row in read_csv("bpr_landmarks_code_mapping.csv"):
+        modifier = None
+        if row["modifier_CodeValue"] not in ("", "None"):
+            modifier = _code(row["modifier_CodeValue"], row["modifier_CodingSchemeDesignator"], row["modifier_CodeMeaning"])
+        sites[row["BPR_code"]] = hd.sr.FindingSite(
+            _code(row["CodeValue"], row["CodingSchemeDesignator"], row["CodeMeaning"]), topographical_modifier=modifier
+        )
+    return sites
+
+
+def region_sites() -> dict[str, hd.sr.FindingSite]:
+    """IDC's region codes (legs, pelvis, abdomen, chest, shoulder-neck, head) as Finding Site."""
+    return {
+        row["BPR_code_region"]: hd.sr.FindingSite(_code(row["CodeValue"], row["CodingSchemeDesignator"], row["CodeMeaning"]))
+        for row in read_csv("bpr_regions_code_mapping.csv")
+    }
+
+
+def source_summary(series) -> dict:
+    """What qa.json says about the DICOM source, including UIDs we had to generate."""
+    return {
+        "series_instance_uid": series.series_instance_uid,
+        "study_instance_uid": series.study_instance_uid,
+        "instances": len(series.instances),
+        "generated_uids": list(series.generated_uids),
+        "sop_uids_from_file_meta": bool(series.sop_uids_from_file_meta),
+    }
+
+
+def header_body_part(series) -> str | None:
+    """Body Part Examined (0018,0015) as found in the source header, if any."""
+    value = str(series.instances[0].get("BodyPartExamined", "") or "").strip()
+    return value or None
+
+
+def slice_instances(series, image: nib.Nifti1Image, orient: Orientation) -> list:
+    """The source instance of every slice in bpreg order (nearest position along the normal).
+
+    Raises:
+        ProcessingError: a slice lies farther than half a slice spacing from every instance.
+    """
+    orientation = np.asarray(series.instances[0].ImageOrientationPatient, dtype=float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = np.array([np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)) for ds in series.instances])
+    stored = np.asarray(orient.stored_index(np.arange(orient.n_slices)))
+    corners = image.affine @ np.stack([np.zeros_like(stored), np.zeros_like(stored), stored, np.ones_like(stored)])
+    slice_positions = (NIFTI_TO_DICOM @ corners[:3]).T @ normal
+    nearest = np.abs(slice_positions[:, None] - positions[None, :]).argmin(axis=1)
+    error = np.abs(slice_positions - positions[nearest])
+    if np.any(error > 0.5 * orient.spacing[2]):
+        raise ProcessingError(
+            f"cannot match NIfTI slices to DICOM instances (up to {error.max():.2f} mm apart); SR not written"
+        )
+    return [series.instances[i] for i in nearest]
+
+
+def _report(series, groups: list, kind: str) -> hd.sr.Comprehensive3DSR:
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=generate_uid(), name=f"{DEVICE_NAME}_{kind}", manufacturer_name=package_name
+        ),
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.SCT.ImagingProcedure,
+        imaging_measurements=groups,
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=series.instances,
+        content=report[0],
+        series_instance_uid=generate_uid(),
+        series_number=SERIES_NUMBER[kind],
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer=package_name,
+        series_description=DESCRIPTION[kind],
+        is_complete=True,
+    )
+
+
+def landmark_groups(curve: ScoreCurve, settings: InferenceSettings, instances: list) -> list:
+    """One TID 1501 group per covered landmark, referencing the slice nearest its expected score."""
+    groups = []
+    for name, site in landmark_sites().items():
+        if name not in settings.lookuptable:
+            continue
+        target = landmark_score(settings.lookuptable, name)
+        if not landmark_present(curve.cleaned, target):
+            continue
+        index = int(np.nanargmin(np.abs(curve.cleaned - target)))
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="Annotations group landmarks"),
+                algorithm_id=ALGORITHM,
+                finding_sites=[site],
+                source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(instances[index])],
+            )
+        )
+    return groups
+
+
+def region_groups(bpreg: dict, instances: list) -> list:
+    """One TID 1501 group per slice in at least one region, its regions as finding sites."""
+    sites = region_sites()
+    per_slice: dict[int, list] = {}
+    for region, indices in bpreg["body part examined"].items():
+        for index in indices:
+            per_slice.setdefault(int(index), []).append(sites[region])
+    return [
+        hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier="Annotations group regions"),
+            algorithm_id=ALGORITHM,
+            finding_sites=found,
+            source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(instances[index])],
+        )
+        for index, found in sorted(per_slice.items())
+    ]
+
+
+def write_reports(series, image, orient, curve, settings, bpreg, output_dir) -> dict:
+    """Write both SR files; return what qa.json records about them."""
+    instances = slice_instances(series, image, orient)
+    written = {}
+    for kind, groups in (
+        ("landmarks", landmark_groups(curve, settings, instances)),
+        ("regions", region_groups(bpreg, instances)),
+    ):
+        if not groups:
+            continue
+        document = _report(series, groups, kind)
+        path = output_dir / f"bpr_{kind}_sr.dcm"
+        buffer = BytesIO()
+        document.save_as(buffer, enforce_file_format=True)
+        write_atomic(path, buffer.getvalue())
+        written[kind] = {"file": path.name, "sop_instance_uid": str(document.SOPInstanceUID), "groups": len(groups)}
+    if series.generated_uids:
+        written["note"] = (
+            "the source had blank " + ", ".join(series.generated_uids)
+            + "; the SRs reference generated UIDs that exist nowhere else"
+        )
+    return written
