@@ -10,6 +10,8 @@ from monai.inferers.utils import _get_scan_interval
 
 from mhub_cpu.inference.sliding_window import (
     SlabStitcher,
+    make_plan,
+    plan_sparse,
     gaussian_importance,
     padding_for,
     plan_windows,
@@ -31,15 +33,30 @@ def test_gaussian_importance_matches_monai() -> None:
     np.testing.assert_allclose(gaussian_importance(roi), expected, rtol=1e-5, atol=1e-7)
 
 
-def test_windows_cover_every_voxel() -> None:
-    shape, roi = (150, 97, 203), (64, 48, 80)
+@pytest.mark.parametrize("strategy", ["dense", "sparse", "whole"])
+@pytest.mark.parametrize("shape", [(150, 97, 203), (40, 30, 20), (64, 48, 81)])
+def test_windows_cover_every_voxel(strategy: str, shape: tuple[int, int, int]) -> None:
+    roi = (64, 48, 80)
     for overlap in (0.0, 0.3, 0.625):
-        plan = plan_windows(shape, roi, overlap)
-        covered = np.zeros(shape, dtype=bool)
+        plan = make_plan(shape, roi, strategy, overlap, divisor=16)
+        assert all(p >= n for p, n in zip(plan.padded_shape, shape))
+        assert all(w % 16 == 0 for w in plan.window) or strategy == "dense"
+        covered = np.zeros(plan.padded_shape, dtype=bool)
         for x, y, z in plan.starts:
-            covered[x : x + roi[0], y : y + roi[1], z : z + roi[2]] = True
+            assert x + plan.window[0] <= plan.padded_shape[0] and z + plan.window[2] <= plan.padded_shape[2]
+            covered[x : x + plan.window[0], y : y + plan.window[1], z : z + plan.window[2]] = True
         assert covered.all(), overlap
         assert [s[2] for s in plan.starts] == sorted(s[2] for s in plan.starts), "slab order"
+
+
+def test_sparse_plan_uses_fewest_windows_with_minimum_overlap() -> None:
+    plan = plan_sparse((244, 202, 224), (224, 224, 144), min_overlap=0.25, divisor=16)
+    assert plan.window == (224, 208, 144)  # the short axis gets a fitted window, not padding to 224
+    assert plan.count == 4
+    z_starts = sorted({s[2] for s in plan.starts})
+    assert z_starts == [0, 80] and 144 - 80 >= 0.25 * 144
+    dense = plan_windows((244, 202, 224), (224, 224, 144), overlap=0.625)
+    assert dense.count == 6
 
 
 def test_padding_is_symmetric_with_extra_voxel_after() -> None:
@@ -90,7 +107,8 @@ def test_sliding_window_matches_monai_inferer() -> None:
     def network_torch(batch: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(np.stack([network_np(w[0].numpy()) for w in batch]))
 
-    ours, count = sliding_window_labels(volume, network_np, roi, classes, overlap=0.625)
+    plan = plan_windows(volume.shape, roi, overlap=0.625)
+    ours, count = sliding_window_labels(volume, network_np, plan, classes)
     logits = sliding_window_inference(torch.from_numpy(volume)[None, None], roi, 1, network_torch, overlap=0.625, mode="gaussian")
     expected = torch.argmax(torch.softmax(logits, 1), 1)[0].numpy()
     assert count > 1

@@ -13,6 +13,7 @@ from .progress import log
 
 
 def _add_segment(subparsers: argparse._SubParsersAction) -> None:
+    from .inference.sliding_window import STRATEGIES
     from .outputs.dicom_seg import SEGMENTATION_TYPES
     from .segment import PRECISION_MODES
 
@@ -37,6 +38,12 @@ def _add_segment(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--overlap", type=float, default=0.625, help="window overlap fraction (default 0.625, as Slicer)")
     parser.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian", help="window blending (default gaussian)")
+    parser.add_argument(
+        "--windows", dest="strategy", choices=STRATEGIES, default="dense",
+        help="window placement: dense (MONAI's grid at --overlap, as Slicer; default), sparse (fewest windows "
+        "with at least --overlap shared, short axes get a fitted window), whole (one window over the volume)",
+    )
+    parser.add_argument("--skip-air", action="store_true", help="do not run windows that hold only air (< -950 HU)")
     parser.add_argument("--threads", type=int, help="CPU threads for OpenVINO (default: all cores)")
     parser.add_argument(
         "--seg-type", dest="segmentation_type", choices=SEGMENTATION_TYPES, default="BINARY",
@@ -51,6 +58,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     request = SegmentRequest(
         input_path=args.input, output_dir=args.output, model=args.model, series_uid=args.series_uid,
         precision=args.precision, overlap=args.overlap, blend=args.blend, threads=args.threads,
+        strategy=args.strategy, skip_air=args.skip_air,
         segmentation_type=args.segmentation_type,
     )
     report = run_segment(request)

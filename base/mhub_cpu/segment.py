@@ -38,6 +38,8 @@ class SegmentRequest:
     overlap: float = 0.625
     blend: str = "gaussian"
     threads: int | None = None
+    strategy: str = "dense"
+    skip_air: bool = False
     segmentation_type: str = "BINARY"
 
 
@@ -77,7 +79,9 @@ def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer) -> 
         ir_variant, compute = PRECISION_MODES[request.precision]
         converted = convert_bundle(bundle, ir_variant)
     image = nib.load(volume.nifti_path)
-    settings = InferenceSettings(request.overlap, request.blend, compute, request.threads)
+    settings = InferenceSettings(
+        request.overlap, request.blend, compute, request.threads, request.strategy, request.skip_air
+    )
     result = segment_image(image, converted, settings, timer)
 
     outputs: dict[str, str] = {}

@@ -10,9 +10,9 @@ import numpy as np
 from ..conversion import ConvertedModel
 from ..errors import ModelError
 from ..progress import StageTimer, log
-from .preprocess import prepare, restore_labels, to_canonical
+from .preprocess import normalize_intensity, prepare, restore_labels, to_canonical
 from .runtime import OpenVinoNetwork
-from .sliding_window import sliding_window_labels
+from .sliding_window import make_plan, sliding_window_labels
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,8 @@ class InferenceSettings:
     blend: str = "gaussian"
     precision: str = "f32"
     threads: int | None = None
+    strategy: str = "dense"
+    skip_air: bool = False
 
 
 @dataclass
@@ -45,7 +47,7 @@ def segment_image(
         raise ModelError("only single-input models are supported")
     if not 0 <= settings.overlap < 1:
         raise ModelError(f"overlap must be in [0, 1), got {settings.overlap}")
-    roi = tuple(int(v) for v in config["roi_size"])
+    roi: tuple[int, int, int] = tuple(int(v) for v in config["roi_size"])  # type: ignore[assignment]
     with timer.stage("preprocess"):
         canonical = to_canonical(image)
         prepared = prepare(canonical, config)
@@ -53,13 +55,16 @@ def segment_image(
             f"model grid {prepared.image.shape} at {tuple(round(s, 3) for s in prepared.model_spacing)} mm, "
             f"window {roi}, overlap {settings.overlap}, {settings.precision}"
         )
+    if config.get("sigmoid"):
+        raise ModelError("sigmoid (multi-label) models are not supported yet")
+    plan = make_plan(prepared.image.shape, roi, settings.strategy, settings.overlap, int(config.get("size_divisor", 16)))
+    log(f"{settings.strategy} windows: {plan.count} of {plan.window}")
     with timer.stage("load network"):
-        network = OpenVinoNetwork(model.xml_path, settings.precision, settings.threads)
+        network = OpenVinoNetwork(model.xml_path, settings.precision, settings.threads, plan.window)
     with timer.stage("inference"):
-        if config.get("sigmoid"):
-            raise ModelError("sigmoid (multi-label) models are not supported yet")
+        skip = air_window_test(config) if settings.skip_air else None
         labels, windows = sliding_window_labels(
-            prepared.image, network, roi, int(config["output_classes"]), settings.overlap, settings.blend
+            prepared.image, network, plan, int(config["output_classes"]), settings.blend, skip
         )
     with timer.stage("restore grid"):
         canonical_labels = restore_labels(labels, prepared)
@@ -68,6 +73,22 @@ def segment_image(
         labels=labels_image, windows=windows, model_grid_shape=tuple(prepared.image.shape),  # type: ignore[arg-type]
         model_spacing=prepared.model_spacing,
     )
+
+
+#: A window is air when no voxel in it exceeds this density (HU); lung parenchyma is about −850.
+AIR_HU = -950.0
+
+
+def air_window_test(config: dict):
+    """Predicate "this preprocessed window holds only air" for HU-based normalisations.
+
+    Raises:
+        ModelError: for normalisations where HU cannot be recovered from the network input.
+    """
+    if config["normalize_mode"] not in ("range", "ct"):
+        raise ModelError("skipping air windows needs a 'range'/'ct' normalised model")
+    threshold = float(normalize_intensity(np.array([AIR_HU], dtype=np.float32), config["normalize_mode"], config["intensity_bounds"])[0])
+    return lambda window: float(window.max()) <= threshold
 
 
 def _to_input_orientation(labels: np.ndarray, canonical: nib.Nifti1Image, original: nib.Nifti1Image) -> nib.Nifti1Image:

@@ -19,7 +19,18 @@ class OpenVinoNetwork:
     precision is always passed as ``INFERENCE_PRECISION_HINT``.
     """
 
-    def __init__(self, xml_path: Path, precision: str = "f32", threads: int | None = None) -> None:
+    def __init__(
+        self, xml_path: Path, precision: str = "f32", threads: int | None = None,
+        window: tuple[int, int, int] | None = None,
+    ) -> None:
+        """Compile ``xml_path`` for the CPU.
+
+        Args:
+            precision: ``f32`` or ``bf16`` compute (INFERENCE_PRECISION_HINT).
+            threads: INFERENCE_NUM_THREADS; all cores when ``None``.
+            window: Spatial input size to reshape the network to (it is fully convolutional); the
+                IR's own static size when ``None``.
+        """
         import openvino as ov
 
         if precision not in COMPUTE_PRECISIONS:
@@ -32,7 +43,11 @@ class OpenVinoNetwork:
         if threads:
             properties["INFERENCE_NUM_THREADS"] = int(threads)
         try:
-            self._compiled = core.compile_model(str(xml_path), "CPU", properties)
+            model = core.read_model(str(xml_path))
+            if window is not None:
+                batch, channels = (int(d) for d in model.input(0).shape[:2])
+                model.reshape([batch, channels, *window])
+            self._compiled = core.compile_model(model, "CPU", properties)
         except RuntimeError as exc:
             raise ModelError(f"OpenVINO cannot compile {xml_path}: {exc}") from exc
         self._request = self._compiled.create_infer_request()

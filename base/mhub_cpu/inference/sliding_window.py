@@ -65,12 +65,17 @@ def constant_importance(roi: tuple[int, ...]) -> np.ndarray:
     return np.ones(roi, dtype=np.float32)
 
 
+#: Window placement strategies: MONAI's dense grid, the fewest windows for a minimum overlap, or
+#: one window over the whole volume.
+STRATEGIES = ("dense", "sparse", "whole")
+
+
 @dataclass(frozen=True)
 class WindowPlan:
     """Where the windows go on a (padded) volume, in slab order (last axis outermost)."""
 
     padded_shape: tuple[int, int, int]
-    roi: tuple[int, int, int]
+    window: tuple[int, int, int]
     starts: list[tuple[int, int, int]]
 
     @property
@@ -78,12 +83,59 @@ class WindowPlan:
         return len(self.starts)
 
 
+def _slab_order(per_axis: list[list[int]]) -> list[tuple[int, int, int]]:
+    return [(x, y, z) for z, y, x in itertools.product(per_axis[2], per_axis[1], per_axis[0])]
+
+
 def plan_windows(shape: tuple[int, int, int], roi: tuple[int, int, int], overlap: float) -> WindowPlan:
     """Dense MONAI-style window grid over ``shape`` (padded to at least ``roi``)."""
     padded = tuple(max(n, r) for n, r in zip(shape, roi))
     per_axis = [window_starts(n, r, overlap) for n, r in zip(padded, roi)]
-    starts = [(x, y, z) for z, y, x in itertools.product(per_axis[2], per_axis[1], per_axis[0])]
-    return WindowPlan(padded_shape=padded, roi=roi, starts=starts)  # type: ignore[arg-type]
+    return WindowPlan(padded_shape=padded, window=roi, starts=_slab_order(per_axis))  # type: ignore[arg-type]
+
+
+def _round_up(length: int, divisor: int) -> int:
+    return -(-length // divisor) * divisor
+
+
+def plan_sparse(shape: tuple[int, int, int], roi: tuple[int, int, int], min_overlap: float, divisor: int) -> WindowPlan:
+    """The fewest windows that cover ``shape`` with neighbours sharing ≥ ``min_overlap`` of a window.
+
+    An axis shorter than the window gets a window shrunk to its length rounded up to ``divisor``
+    (the network's size multiple) instead of zero padding up to ``roi``; an axis longer than the
+    window gets ``ceil((L − o) / (roi − o))`` windows (``o`` the overlap in voxels), spread evenly.
+    """
+    window, padded, per_axis = [], [], []
+    for length, size in zip(shape, roi):
+        if length <= size:
+            fitted = min(size, _round_up(length, divisor))
+            window.append(fitted)
+            padded.append(fitted)
+            per_axis.append([0])
+            continue
+        shared = int(np.ceil(min_overlap * size))
+        count = int(np.ceil((length - shared) / (size - shared)))
+        window.append(size)
+        padded.append(length)
+        per_axis.append(sorted({int(round(v)) for v in np.linspace(0, length - size, count)}))
+    return WindowPlan(tuple(padded), tuple(window), _slab_order(per_axis))  # type: ignore[arg-type]
+
+
+def plan_whole(shape: tuple[int, int, int], divisor: int) -> WindowPlan:
+    """One window over the whole volume, each axis rounded up to ``divisor``."""
+    window = tuple(_round_up(n, divisor) for n in shape)
+    return WindowPlan(window, window, [(0, 0, 0)])  # type: ignore[arg-type]
+
+
+def make_plan(shape: tuple[int, int, int], roi: tuple[int, int, int], strategy: str, overlap: float, divisor: int) -> WindowPlan:
+    """Window plan for ``strategy`` (see :data:`STRATEGIES`)."""
+    if strategy == "dense":
+        return plan_windows(shape, roi, overlap)
+    if strategy == "sparse":
+        return plan_sparse(shape, roi, overlap, divisor)
+    if strategy == "whole":
+        return plan_whole(shape, divisor)
+    raise ValueError(f"unknown window strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
 
 
 class SlabStitcher:
@@ -134,7 +186,7 @@ class SlabStitcher:
 
 def iterate_windows(volume: np.ndarray, plan: WindowPlan) -> Iterator[tuple[tuple[int, int, int], np.ndarray]]:
     """Yield ``(start, window)`` pairs of ``volume`` (already padded) in plan order."""
-    rx, ry, rz = plan.roi
+    rx, ry, rz = plan.window
     for x, y, z in plan.starts:
         yield (x, y, z), volume[x : x + rx, y : y + ry, z : z + rz]
 
@@ -142,33 +194,38 @@ def iterate_windows(volume: np.ndarray, plan: WindowPlan) -> Iterator[tuple[tupl
 def sliding_window_labels(
     volume: np.ndarray,
     run_window: Callable[[np.ndarray], np.ndarray],
-    roi: tuple[int, int, int],
+    plan: WindowPlan,
     classes: int,
-    overlap: float = 0.625,
     blend: str = "gaussian",
+    skip_window: Callable[[np.ndarray], bool] | None = None,
 ) -> tuple[np.ndarray, int]:
     """Label map of ``volume`` (x, y, z float32) from a window-wise network.
 
     Args:
         volume: Preprocessed image at model resolution.
-        run_window: Maps one window (roi-shaped float32) to its logits (classes × roi).
-        roi: Window size (the network's static input size).
+        run_window: Maps one window (``plan.window``-shaped float32) to its logits (classes × window).
+        plan: Window placement over ``volume`` (from :func:`make_plan` on ``volume.shape``).
         classes: Number of output channels.
-        overlap: Fraction of a window shared with its neighbour along each axis.
         blend: ``gaussian`` or ``constant`` window weights.
+        skip_window: Optional predicate; a window for which it is true is not run and contributes
+            nothing (its voxels become background unless another window covers them).
 
     Returns:
         The uint8/uint16 label map on ``volume``'s grid and the number of windows run.
     """
-    pads = padding_for(volume.shape, roi)
+    pads = [(0, 0)] * 3
+    if plan.padded_shape != volume.shape:
+        pads = padding_for(volume.shape, plan.padded_shape)
     padded = np.pad(volume, pads) if any(p != (0, 0) for p in pads) else volume
-    plan = plan_windows(padded.shape, roi, overlap)
-    weights = gaussian_importance(roi) if blend == "gaussian" else constant_importance(roi)
-    stitcher = SlabStitcher(plan.padded_shape, roi, classes, weights)
+    weights = gaussian_importance(plan.window) if blend == "gaussian" else constant_importance(plan.window)
+    stitcher = SlabStitcher(plan.padded_shape, plan.window, classes, weights)
     progress = ProgressCounter("window", plan.count)
+    run = 0
     for done, (start, window) in enumerate(iterate_windows(padded, plan), start=1):
-        stitcher.add(start, run_window(np.ascontiguousarray(window)))
+        if skip_window is None or not skip_window(window):
+            stitcher.add(start, run_window(np.ascontiguousarray(window)))
+            run += 1
         progress.update(done)
     labels = stitcher.finish()
     crop = tuple(slice(before, before + n) for (before, _), n in zip(pads, volume.shape))
-    return labels[crop], plan.count
+    return labels[crop], run

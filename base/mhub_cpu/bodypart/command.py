@@ -1,0 +1,55 @@
+"""``mhub-cpu bodypart`` and ``mhub-cpu bench-bodypart`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .model import PRECISIONS
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .modelfiles import resolve_model
+    from .pipeline import Options, run
+    from .outputs import write_json
+    from ..errors import MhubCpuError
+
+    try:
+        model = resolve_model(args.model)
+    except MhubCpuError as exc:  # no model: still leave an error record
+        write_json(Path(args.output) / "qa.json", {"status": "error", "error": {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}, "input": {"path": str(args.input)}})
+        raise
+    options = Options(precision=args.precision, fast=args.fast, crop_from=args.crop_from, crop_to=args.crop_to, series_uid=args.series_uid)
+    run(Path(args.input), Path(args.output), model, options)
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_benchmark
+
+    return run_benchmark(Path(args.output), args.model, args.slices)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``bodypart`` and ``bench-bodypart`` subcommands."""
+    parser = subparsers.add_parser(
+        "bodypart",
+        help="CT quality assurance with Body Part Regression (bpreg.json, qa.json, DICOM SR)",
+        description="Score every axial slice on bpreg's head-to-toe scale and write bpreg.json, qa.json, "
+        "two TID 1500 SRs (DICOM input) and an optional crop between two landmarks.",
+    )
+    parser.add_argument("--input", required=True, help="DICOM folder or NIfTI file of a CT")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--model", default=None, help="bpreg model directory or zip URL (default: public model from Zenodo, cached)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="f32", help="OpenVINO inference precision (default f32)")
+    parser.add_argument("--fast", action="store_true", help="score one slice every 2.5 mm and interpolate (approximate)")
+    parser.add_argument("--crop-from", default=None, help="landmark where the cropped NIfTI starts, e.g. L5")
+    parser.add_argument("--crop-to", default=None, help="landmark where the cropped NIfTI ends, e.g. Th1")
+    parser.add_argument("--series-uid", default=None, help="Series Instance UID when the folder holds several CT series")
+    parser.set_defaults(func=_run)
+
+    bench = subparsers.add_parser("bench-bodypart", help="benchmark against bpreg's InferenceModel (needs bpreg installed)")
+    bench.add_argument("--output", default="output/bench", help="folder for bodypart.json and bodypart.md")
+    bench.add_argument("--model", default=None, help="model directory (default: random weights in the public layout)")
+    bench.add_argument("--slices", type=int, default=600, help="number of slices of the synthetic 512x512 volume")
+    bench.set_defaults(func=_bench)
