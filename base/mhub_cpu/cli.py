@@ -34,7 +34,11 @@ def _add_segment(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--precision", choices=sorted(PRECISION_MODES), default="f32",
         help="f32: fp32 weights and compute (default, closest to the reference); bf16: bfloat16 compute; "
-        "fp16: fp16-compressed weights, f32 compute",
+        "fp16: fp16-compressed weights, f32 compute; int8: NNCF INT8 quantisation calibrated on CT (see --calibration)",
+    )
+    parser.add_argument(
+        "--calibration", nargs="+", type=Path, default=(),
+        help="CT NIfTI files to calibrate INT8 on (default: the shared sample CT beside the repository)",
     )
     parser.add_argument("--overlap", type=float, default=0.625, help="window overlap fraction (default 0.625, as Slicer)")
     parser.add_argument("--blend", choices=["gaussian", "constant"], default="gaussian", help="window blending (default gaussian)")
@@ -58,7 +62,7 @@ def _run_segment(args: argparse.Namespace) -> int:
     request = SegmentRequest(
         input_path=args.input, output_dir=args.output, model=args.model, series_uid=args.series_uid,
         precision=args.precision, overlap=args.overlap, blend=args.blend, threads=args.threads,
-        strategy=args.strategy, skip_air=args.skip_air,
+        strategy=args.strategy, skip_air=args.skip_air, calibration=tuple(args.calibration),
         segmentation_type=args.segmentation_type,
     )
     report = run_segment(request)

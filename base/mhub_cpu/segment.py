@@ -13,6 +13,7 @@ import numpy as np
 from .auto3dseg.bundle import load_bundle
 from .auto3dseg.catalog import demo_model_path
 from .conversion import convert_bundle
+from .conversion.quantize import default_calibration_images, make_quantizer
 from .dicomio import read_input
 from .dicomio.geometry import axis_mapping, dicom_grid_affine_ras
 from .errors import MhubCpuError, ProcessingError
@@ -23,7 +24,12 @@ from .outputs.report import package_versions, write_json
 from .progress import StageTimer, cpu_seconds, log, peak_rss_mb
 
 #: ``--precision`` modes: (IR weight format, OpenVINO compute precision).
-PRECISION_MODES = {"f32": ("fp32", "f32"), "bf16": ("fp32", "bf16"), "fp16": ("fp16", "f32")}
+PRECISION_MODES = {
+    "f32": ("fp32", "f32"),
+    "bf16": ("fp32", "bf16"),
+    "fp16": ("fp16", "f32"),
+    "int8": ("int8", "f32"),  # INT8 where NNCF quantised, f32 elsewhere
+}
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class SegmentRequest:
     strategy: str = "dense"
     skip_air: bool = False
     segmentation_type: str = "BINARY"
+    calibration: tuple[Path, ...] = ()
 
 
 def run_segment(request: SegmentRequest) -> dict:
@@ -77,7 +84,11 @@ def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer) -> 
         model_ref = str(demo_model_path()) if request.model == "demo" else request.model
         bundle = load_bundle(model_ref)
         ir_variant, compute = PRECISION_MODES[request.precision]
-        converted = convert_bundle(bundle, ir_variant)
+        if ir_variant == "int8":
+            quantizer, quantizer_id = make_quantizer(list(request.calibration) or default_calibration_images())
+            converted = convert_bundle(bundle, ir_variant, quantizer, quantizer_id)
+        else:
+            converted = convert_bundle(bundle, ir_variant)
     image = nib.load(volume.nifti_path)
     settings = InferenceSettings(
         request.overlap, request.blend, compute, request.threads, request.strategy, request.skip_air

@@ -1,6 +1,7 @@
-"""Model directories in the public bpreg layout (config.json, model.pt, inference-settings.json).
+"""Random-weight model directories in the public bpreg layout, for tests and the benchmark.
 
-The real weights (Zenodo) cannot be downloaded here, so tests use randomly initialised weights.
+The real weights (Zenodo) cannot be downloaded here, so tests and the benchmark use randomly
+initialised weights in the public layout (config.json, model.pt, inference-settings.json).
 ``config.json`` is bpreg's published ``src/configs/cluster/public-model/public-model-v1.json``.
 ``inference-settings.json`` has the structure bpreg's ``InferenceSettingsStorage`` writes (derived
 from its code: bpreg ships no example); the transformed landmark means are those the bpreg
@@ -82,7 +83,7 @@ def random_state_dict(seed: int = 0) -> dict:
     Kaiming-normal convolutions (fan-in, so activations keep their scale through the 13 layers) and small random biases, so
     that the score varies from slice to slice instead of collapsing to a constant.
     """
-    from mhub_cpu.bodypart.network import BodyPartRegressionNet
+    from .network import BodyPartRegressionNet
 
     generator = torch.Generator().manual_seed(seed)
     state = BodyPartRegressionNet().state_dict()

@@ -1,4 +1,6 @@
-"""Import bpreg 1.1.0 (installed with ``pip install --no-deps``) beside torch 2.x.
+"""bpreg 1.1.0 itself, as reference for the parity test and the benchmark.
+
+bpreg is installed with ``pip install --no-deps bpreg==1.1.0`` beside torch 2.x (see Makefile).
 
 Stubbed, because they cannot be installed here or are gone from current releases, and bpreg's
 inference path (``InferenceModel.nifti2json``) never calls into them:

@@ -1,0 +1,157 @@
+"""Benchmark against bpreg's own ``InferenceModel`` on a 512x512xN CT built from the sample CT.
+
+Each contender runs in its own Python process (so that peak RSS is its own): bpreg 1.1.0
+``nifti2json`` (torch, f32, 2 threads as the machine has), ours faithful (OpenVINO f32, every
+slice) and ours fast (OpenVINO f32, one slice every 2.5 mm, interpolated). Same random weights in
+the public layout for all. Writes ``bodypart.json`` and ``bodypart.md`` to the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy.ndimage import zoom
+
+from ..progress import log, peak_rss_mb
+from .outputs import strict, write_atomic, write_json
+
+SOURCE_CT = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ct" / "abdomen_3mm.nii.gz"
+CONTENDERS = ("bpreg", "faithful", "fast")
+COMPARED_FLAGS = ("body part examined tag", "reverse z-ordering", "valid z-spacing")
+
+
+def build_volume(path: Path, n_slices: int, size: int = 512) -> Path:
+    """Resample the sample CT (3 mm) to size x size x n_slices, int16 HU, same field of view."""
+    if path.exists():
+        return path
+    log(f"building {size}x{size}x{n_slices} benchmark volume {path}")
+    image = nib.load(SOURCE_CT)
+    data = np.asanyarray(image.dataobj).astype(np.float32)
+    factors = (size / data.shape[0], size / data.shape[1], n_slices / data.shape[2])
+    volume = np.empty((size, size, n_slices), dtype=np.int16)
+    z_source = (np.arange(n_slices) + 0.5) / factors[2] - 0.5
+    for k, z in enumerate(np.clip(z_source, 0, data.shape[2] - 1)):
+        low = int(np.floor(z))
+        high = min(low + 1, data.shape[2] - 1)
+        plane = data[:, :, low] * (1 - (z - low)) + data[:, :, high] * (z - low)
+        volume[:, :, k] = np.round(zoom(plane, factors[:2], order=1))
+    affine = image.affine @ np.diag([1 / factors[0], 1 / factors[1], 1 / factors[2], 1.0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(volume, affine), path)
+    return path
+
+
+def prepare_model(model_dir: Path, volume: Path) -> Path:
+    """Random weights; look-up table spread over the sample CT's raw scores (as in the tests)."""
+    if (model_dir / "inference-settings.json").exists():
+        return model_dir
+    from .model import ScoreModel
+    from .modelfiles import open_model_dir
+    from .preprocess import prepare_slices
+    from .random_model import random_state_dict, write_model_dir
+
+    state = random_state_dict(seed=3)
+    write_model_dir(model_dir, state)
+    image = nib.load(SOURCE_CT)
+    raw = ScoreModel(open_model_dir(model_dir)).predict(prepare_slices(image).slices)
+    low, high = float(raw[:10].mean()), float(raw[-10:].mean())
+    write_model_dir(model_dir, state, raw_low=low, raw_high=high, slope_mean=100 / (len(raw) * 3.0))
+    return model_dir
+
+
+def child(which: str, volume: Path, model_dir: Path, result_path: Path) -> None:
+    """Run one contender in this process; write its bpreg-style JSON, wall time and peak RSS."""
+    start = time.perf_counter()
+    if which == "bpreg":
+        from .reference import import_inference_model
+
+        model = import_inference_model()(str(model_dir) + "/", gpu=False)
+        result = model.nifti2json(str(volume))
+    else:
+        from .model import ScoreModel
+        from .modelfiles import open_model_dir
+        from .outputs import bpreg_result
+        from .pipeline import Options, score_volume
+        from ..progress import StageTimer
+
+        model = open_model_dir(model_dir)
+        scorer = ScoreModel(model, "f32")
+        curve = score_volume(nib.load(volume), model, scorer, Options(fast=which == "fast"), StageTimer())
+        result = bpreg_result(curve, model.settings)
+    seconds = time.perf_counter() - start
+    write_json(result_path, {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "result": result})
+
+
+def run_benchmark(output_dir: Path, model: str | None, n_slices: int) -> int:
+    """Run all contenders side by side; write bodypart.json and bodypart.md."""
+    output_dir = Path(output_dir)
+    volume = build_volume(output_dir / "work" / f"ct_512x512x{n_slices}.nii.gz", n_slices)
+    model_dir = Path(model) if model else prepare_model(output_dir / "work" / "model", volume)
+    from .model import convert
+    from .modelfiles import open_model_dir
+
+    convert(open_model_dir(model_dir))  # IR conversion is a one-off, not part of the timed runs
+    runs = {}
+    for which in CONTENDERS:
+        result_path = output_dir / "work" / f"{which}.json"
+        log(f"running {which} ...")
+        subprocess.run(
+            [sys.executable, "-m", "mhub_cpu.bodypart.bench", which, str(volume), str(model_dir), str(result_path)],
+            check=True,
+        )
+        runs[which] = json.loads(result_path.read_text())
+        log(f"{which}: {runs[which]['seconds']:.1f} s, peak RSS {runs[which]['peak_rss_mb']:.0f} MiB")
+    summary = summarize(runs, n_slices)
+    write_json(output_dir / "bodypart.json", summary)
+    write_atomic(output_dir / "bodypart.md", markdown(summary).encode())
+    print(markdown(summary))
+    return 0
+
+
+def _scores(result: dict, key: str) -> np.ndarray:
+    return np.array([math.nan if v is None else v for v in result[key]], dtype=float)
+
+
+def summarize(runs: dict, n_slices: int) -> dict:
+    reference = runs["bpreg"]
+    rows = {}
+    for which, run in runs.items():
+        row = {"seconds": run["seconds"], "peak_rss_mb": run["peak_rss_mb"], "speedup": reference["seconds"] / run["seconds"]}
+        if which != "bpreg":
+            for key in ("cleaned slice scores", "unprocessed slice scores"):
+                diff = np.abs(_scores(run["result"], key) - _scores(reference["result"], key))
+                row[f"max_abs_diff {key}"] = float(np.nanmax(diff)) if np.isfinite(diff).any() else None
+            row["same_tag_and_flags"] = all(
+                strict(run["result"][k]) == strict(reference["result"][k]) for k in COMPARED_FLAGS
+            )
+        row["tag"] = run["result"]["body part examined tag"]
+        rows[which] = row
+    return {"volume": f"512x512x{n_slices} int16 NIfTI (gz), resampled from abdomen_3mm.nii.gz", "runs": rows}
+
+
+def markdown(summary: dict) -> str:
+    lines = [
+        f"Body part regression benchmark: {summary['volume']}",
+        "",
+        "| run | time (s) | speed-up vs bpreg | peak RSS (MiB) | tag | same tag/flags | max abs diff cleaned | max abs diff unprocessed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for which, row in summary["runs"].items():
+        fmt = lambda v: "-" if v is None else f"{v:.2g}"  # noqa: E731
+        lines.append(
+            f"| {which} | {row['seconds']:.1f} | {row['speedup']:.1f}x | {row['peak_rss_mb']:.0f} | {row['tag']} | "
+            f"{row.get('same_tag_and_flags', '-')} | {fmt(row.get('max_abs_diff cleaned slice scores'))} | "
+            f"{fmt(row.get('max_abs_diff unprocessed slice scores'))} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    child(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))
