@@ -56,8 +56,8 @@ def test_outputs_and_report(demo_run: Path) -> None:
     assert not list(demo_run.glob(".partial-*"))
     report = json.loads((demo_run / "report.json").read_text())
     assert set(report["stages_s"]) >= {"read input", "preprocess", "inference", "write outputs"}
-    assert report["peak_rss_mb"] > 0 and report["result"]["windows"] > 0
-    assert report["settings"]["precision"] == "f32" and report["model"]["ir_variant"] == "fp32"
+    assert report["peak_rss_mb"] > 0 and report["inference"]["windows"] > 0
+    assert report["inference"]["settings"]["precision"] == "f32" and report["inference"]["ir_variant"] == "fp32"
     assert report["versions"]["openvino"]
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import nibabel as nib
 import numpy as np
 
-from .auto3dseg.bundle import load_bundle
+from .auto3dseg.bundle import ModelBundle, load_bundle
 from .auto3dseg.catalog import demo_model_path
 from .conversion import convert_bundle
 from .conversion.quantize import default_calibration_images, make_quantizer
@@ -50,7 +52,37 @@ class SegmentRequest:
     calibration: tuple[Path, ...] = ()
 
 
-def run_segment(request: SegmentRequest) -> dict:
+#: A labelling engine: ``(request, bundle, image, timer) -> (labels on image's grid, model facts)``.
+Segmenter = Callable[[SegmentRequest, ModelBundle, nib.Nifti1Image, StageTimer], tuple[nib.Nifti1Image, dict]]
+
+
+def openvino_segmenter(request: SegmentRequest, bundle: ModelBundle, image: nib.Nifti1Image, timer: StageTimer) -> tuple[nib.Nifti1Image, dict]:
+    """Our engine: the cached OpenVINO IR in the requested precision, sliding window as requested."""
+    with timer.stage("prepare network"):
+        ir_variant, compute = PRECISION_MODES[request.precision]
+        if ir_variant == "int8":
+            quantizer, quantizer_id = make_quantizer(list(request.calibration) or default_calibration_images())
+            converted = convert_bundle(bundle, ir_variant, quantizer, quantizer_id)
+        else:
+            converted = convert_bundle(bundle, ir_variant)
+    settings = InferenceSettings(
+        request.overlap, request.blend, compute, request.threads, request.strategy, request.skip_air
+    )
+    result = segment_image(image, converted, settings, timer)
+    facts = {
+        "engine": "openvino",
+        "ir": str(converted.xml_path),
+        "ir_variant": converted.ir_variant,
+        "config": converted.config,
+        "settings": asdict(settings),
+        "windows": result.windows,
+        "model_grid_shape": list(result.model_grid_shape),
+        "model_spacing_mm": list(result.model_spacing),
+    }
+    return result.labels, facts
+
+
+def run_segment(request: SegmentRequest, segmenter: Segmenter = openvino_segmenter) -> dict:
     """Segment the input and write the result files into ``request.output_dir``.
 
     Results are assembled in a temporary folder inside the output folder and moved into place
@@ -65,7 +97,7 @@ def run_segment(request: SegmentRequest) -> dict:
     request.output_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=request.output_dir, prefix=".partial-"))
     try:
-        report = _segment_into(request, staging, timer)
+        report = _segment_into(request, staging, timer, segmenter)
         for produced in sorted(staging.iterdir()):
             if produced.name == "work":
                 continue
@@ -77,66 +109,47 @@ def run_segment(request: SegmentRequest) -> dict:
     return report
 
 
-def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer) -> dict:
+def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, segmenter: Segmenter) -> dict:
     with timer.stage("read input"):
         volume = read_input(request.input_path, staging / "work", request.series_uid)
     with timer.stage("load model"):
-        model_ref = str(demo_model_path()) if request.model == "demo" else request.model
-        bundle = load_bundle(model_ref)
-        ir_variant, compute = PRECISION_MODES[request.precision]
-        if ir_variant == "int8":
-            quantizer, quantizer_id = make_quantizer(list(request.calibration) or default_calibration_images())
-            converted = convert_bundle(bundle, ir_variant, quantizer, quantizer_id)
-        else:
-            converted = convert_bundle(bundle, ir_variant)
+        bundle = load_bundle(str(demo_model_path()) if request.model == "demo" else request.model)
     image = nib.load(volume.nifti_path)
-    settings = InferenceSettings(
-        request.overlap, request.blend, compute, request.threads, request.strategy, request.skip_air
-    )
-    result = segment_image(image, converted, settings, timer)
+    labels_image, facts = segmenter(request, bundle, image, timer)
 
     outputs: dict[str, str] = {}
     with timer.stage("write outputs"):
-        nib.save(result.labels, staging / "segmentation.nii.gz")
+        nib.save(labels_image, staging / "segmentation.nii.gz")
         outputs["nifti"] = "segmentation.nii.gz"
-        write_preview(image, result.labels, bundle.labels, staging / "preview.png")
+        write_preview(image, labels_image, bundle.labels, staging / "preview.png")
         outputs["preview"] = "preview.png"
-        label_map = np.asarray(result.labels.dataobj)
+        label_map = np.asarray(labels_image.dataobj)
         segments_written = None
         if volume.series is not None:
             series = volume.series
             first = series.instances[0]
             mapping = axis_mapping(
-                result.labels.affine, result.labels.shape, dicom_grid_affine_ras(series.instances),
+                labels_image.affine, labels_image.shape, dicom_grid_affine_ras(series.instances),
                 (int(first.Columns), int(first.Rows), len(series.instances)),
             )
             dicom_order = np.ascontiguousarray(mapping.apply(label_map).transpose(2, 1, 0))
-            version = bundle.catalog_entry.version if bundle.catalog_entry else bundle.model_id
+            version = bundle.catalog_entry.version if bundle.catalog_entry else _version_of(bundle.model_id)
             segments_written = write_dicom_seg(
                 dicom_order, series, bundle.labels, staging / "segmentation.dcm", bundle.model_id, version,
                 request.segmentation_type,
             )
             outputs["dicom_seg"] = "segmentation.dcm"
-    voxel_ml = float(np.prod(result.labels.header.get_zooms()[:3])) / 1000.0
+    voxel_ml = float(np.prod(labels_image.header.get_zooms()[:3])) / 1000.0
     values, counts = np.unique(label_map, return_counts=True)
     found = dict(zip(values.tolist(), counts.tolist()))
     report = {
         "tool": "mhub-cpu segment",
         "versions": package_versions(),
-        "model": {
-            "id": bundle.model_id,
-            "source": str(bundle.source),
-            "checkpoint_sha256": bundle.checkpoint_sha256,
-            "ir": str(converted.xml_path),
-            "ir_variant": converted.ir_variant,
-            "config": converted.config,
-        },
-        "settings": {**asdict(settings), "segmentation_type": request.segmentation_type},
+        "model": {"id": bundle.model_id, "source": str(bundle.source), "checkpoint_sha256": bundle.checkpoint_sha256},
+        "inference": facts,
+        "segmentation_type": request.segmentation_type,
         "input": _input_report(request, volume),
         "result": {
-            "windows": result.windows,
-            "model_grid_shape": list(result.model_grid_shape),
-            "model_spacing_mm": list(result.model_spacing),
             "segments": [
                 {"label": label.value, "name": label.name, "voxels": found.get(label.value, 0),
                  "volume_ml": round(found.get(label.value, 0) * voxel_ml, 3)}
@@ -152,6 +165,12 @@ def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer) -> 
     }
     write_json(report, staging / "report.json")
     return report
+
+
+def _version_of(model_id: str) -> str:
+    """Version from a Slicer-style model id (``name-vX.Y.Z``), else ``unknown``."""
+    match = re.search(r"-v(\d+\.\d+\.\d+)$", model_id)
+    return match.group(1) if match else "unknown"
 
 
 def _input_report(request: SegmentRequest, volume) -> dict:

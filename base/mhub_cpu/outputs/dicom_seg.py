@@ -23,6 +23,11 @@ SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
 DEFAULT_CATEGORY = Code("123037004", "SCT", "Anatomical Structure")
 
 
+def _long_string(text: str) -> str:
+    """Clip to the 64 characters of a Long String (LO) value (PS3.5 6.2)."""
+    return text[:64]
+
+
 def _concept(code: LabelCode) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(value=code.value, scheme_designator=code.scheme, meaning=code.meaning or code.value)
 
@@ -120,9 +125,9 @@ def write_dicom_seg(
         manufacturer_model_name=model_name,
         software_versions=__version__,
         device_serial_number="none",
-        series_description=f"{model_name} segmentation",
+        series_description=_long_string(f"{model_name} segmentation"),
         content_label="SEGMENTATION",
-        content_description=f"Automatic segmentation by {model_name} {model_version} (mhub-cpu, OpenVINO)",
+        content_description=_long_string(f"{model_name} (mhub-cpu)"),
         omit_empty_frames=True,
     )
     output_path.parent.mkdir(parents=True, exist_ok=True)
