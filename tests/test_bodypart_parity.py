@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from bodypart_helpers.bpreg_stubs import import_inference_model
-from bodypart_helpers.model_dir import random_state_dict, write_model_dir
+from mhub_cpu.bodypart.reference import import_inference_model
+from mhub_cpu.bodypart.random_model import random_state_dict, write_model_dir
 from mhub_cpu.bodypart.modelfiles import open_model_dir
 from mhub_cpu.bodypart.pipeline import Options, run
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bodypart_helpers.model_dir import LANDMARK_MEANS, inference_settings
+from mhub_cpu.bodypart.random_model import LANDMARK_MEANS, inference_settings
 from mhub_cpu.bodypart.modelfiles import InferenceSettings
 from mhub_cpu.bodypart.outputs import bpreg_result, strict
 from mhub_cpu.bodypart.postprocess import body_part_tag, score_curve

@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from bodypart_helpers.model_dir import random_state_dict, write_model_dir
+from mhub_cpu.bodypart.random_model import random_state_dict, write_model_dir
 from mhub_cpu.bodypart.model import ScoreModel
 from mhub_cpu.bodypart.modelfiles import open_model_dir
 from mhub_cpu.bodypart.pipeline import Options, run

@@ -8,8 +8,8 @@ bilinearly (OpenCV ``INTER_LINEAR`` geometry: half-pixel centres, clamped border
 pixels, then padded with -1 or centre-cropped to 128x128.
 
 Blur and resize are linear and separable, so each slice is computed as ``Mx @ slice @ My.T``
-with small precomputed matrices, one slab of slices at a time: the full float volume is never
-held in memory.
+with small precomputed matrices, one slab of slices at a time: the volume is held once in its
+stored type (e.g. int16), never as a whole in float.
 """
 
 from __future__ import annotations
@@ -129,6 +129,15 @@ def axis_operator(n_in: int, spacing: float) -> tuple[np.ndarray, tuple[int, int
     return matrix, ((SIZE - n_out) // 2, (SIZE - n_out + 1) // 2)
 
 
+def _unscaled(image: nib.Nifti1Image) -> tuple[np.ndarray, float, float]:
+    """The stored array in its on-disk type (read once; a gzip file cannot be sliced cheaply)."""
+    proxy = image.dataobj
+    if hasattr(proxy, "get_unscaled"):
+        slope, inter = float(proxy.slope), float(proxy.inter)
+        return np.asanyarray(proxy.get_unscaled()), slope, inter
+    return np.asanyarray(proxy), 1.0, 0.0
+
+
 def prepare_slices(image: nib.Nifti1Image, indices: np.ndarray | None = None) -> PreparedSlices:
     """Network input for the slices at ``indices`` (bpreg order; all slices when ``None``)."""
     orient = orientation_of(image)
@@ -144,12 +153,14 @@ def prepare_slices(image: nib.Nifti1Image, indices: np.ndarray | None = None) ->
     stored = np.asarray(orient.stored_index(indices))
     order = np.argsort(stored)  # read the file front to back
     lo, hi = np.inf, -np.inf
+    stored_data, slope, inter = _unscaled(image)
     progress = ProgressCounter("preprocessing slices", len(indices))
     for start in range(0, len(order), SLAB):
         rows = order[start : start + SLAB]
         ks = stored[rows]
-        k0, k1 = int(ks.min()), int(ks.max()) + 1
-        slab = np.asarray(image.dataobj[:, :, k0:k1], dtype=np.float32)[:, :, ks - k0]
+        slab = stored_data[:, :, ks].astype(np.float32)
+        if (slope, inter) != (1.0, 0.0):
+            slab = slab * np.float32(slope) + np.float32(inter)
         lo, hi = min(lo, float(slab.min())), max(hi, float(slab.max()))
         if orient.swap_xy:
             slab = slab.transpose(1, 0, 2)
