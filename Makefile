@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench bench-bodypart venv clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e '.[convert,test]'
 	# mhubio 0.0.2 pins typing-extensions==4.5.0 (conflicts with torch): install without deps.
 	$(PY) -m pip install --quiet --no-deps mhubio==0.0.2
+	# bpreg 1.1.0 (reference for the body-part parity test and benchmark) pins torch 1.8.1: install it and
+	# the parts of its import chain that work on torch 2.x without their pins (see bodypart/reference.py).
+	$(PY) -m pip install --quiet --no-deps bpreg==1.1.0 albumentations==0.5.2 pytorch-lightning==2.6.6 torchmetrics==1.9.0 lightning-utilities==0.15.3
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -26,6 +29,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/mhub-cpu bench --output output/bench
+
+bench-bodypart: $(STAMP)
+	$(VENV)/bin/mhub-cpu bench-bodypart --output output/bench
 
 clean:
 	rm -rf $(VENV) output
