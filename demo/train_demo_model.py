@@ -100,7 +100,9 @@ def random_crop(image: np.ndarray, labels: np.ndarray, roi: list[int], rng: np.r
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--iterations", type=int, default=450)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--patch", type=int, default=64, help="training patch edge (voxels); inference uses roi_size")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -110,13 +112,13 @@ def main() -> None:
     image, labels = training_data()
     print(f"training grid {image.shape}, labels present {sorted(np.unique(labels).tolist())}")
     network = network_from_config(CONFIG)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=3e-3, weight_decay=1e-5)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=args.iterations)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-5)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.iterations)
     classes = CONFIG["output_classes"]
     start = time.time()
     network.train()
     for iteration in range(1, args.iterations + 1):
-        crop_image, crop_labels = random_crop(image, labels, CONFIG["roi_size"], rng)
+        crop_image, crop_labels = random_crop(image, labels, [args.patch] * 3, rng)
         crop_image = crop_image * rng.uniform(0.95, 1.05) + rng.uniform(-0.03, 0.03)
         x = torch.from_numpy(np.ascontiguousarray(crop_image, dtype=np.float32))[None, None]
         y = torch.from_numpy(np.ascontiguousarray(crop_labels, dtype=np.int64))[None]
@@ -128,6 +130,7 @@ def main() -> None:
             loss = loss + 0.5**level * dice_ce_loss(extra, small, classes)
         optimizer.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         if iteration % 25 == 0 or iteration == 1:

@@ -74,25 +74,43 @@ def _run_segment(args: argparse.Namespace) -> int:
 
 
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
-    from .conversion import IR_VARIANTS
+    from .segment import PRECISION_MODES
 
     parser = subparsers.add_parser(
-        "convert", help="convert an Auto3DSeg checkpoint to OpenVINO IR (cached; needs torch and monai)",
+        "convert", help="convert (and for int8 quantise) a model to cached OpenVINO IR ahead of time (needs torch)",
     )
     parser.add_argument("--model", default="demo", help="catalogue id/name, model zip/folder, or 'demo'")
-    parser.add_argument("--ir", choices=[v for v in IR_VARIANTS if v != "int8"], default="fp32", help="IR weight format")
+    parser.add_argument("--precision", choices=sorted(PRECISION_MODES), default="f32", help="as for segment")
+    parser.add_argument("--calibration", nargs="+", type=Path, default=(), help="CT NIfTI files for int8 calibration")
     parser.set_defaults(func=_run_convert)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
     from .auto3dseg.bundle import load_bundle
     from .auto3dseg.catalog import demo_model_path
-    from .conversion import convert_bundle
+    from .segment import prepare_network
 
     bundle = load_bundle(str(demo_model_path()) if args.model == "demo" else args.model)
-    converted = convert_bundle(bundle, args.ir)
-    print(json.dumps({"xml": str(converted.xml_path), "config": converted.config}, indent=2))
+    converted = prepare_network(bundle, args.precision, tuple(args.calibration))
+    print(json.dumps({"xml": str(converted.xml_path), "ir_variant": converted.ir_variant, "config": converted.config}, indent=2))
     return 0
+
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="benchmark the reference pipeline and our modes (writes bench.json, bench.md, bench.png)",
+    )
+    parser.add_argument("--output", type=Path, default=Path("output/bench"))
+    parser.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3", "D"], help="subset of W1 W2 W3 D")
+    parser.set_defaults(func=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from .bench.runner import run_bench
+
+    records = run_bench(args.output, args.workloads)
+    print((args.output / "bench.md").read_text())
+    return 0 if all(r.get("status") != "failed" for r in records) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_segment(subparsers)
     _add_convert(subparsers)
+    _add_bench(subparsers)
     return parser
 
 

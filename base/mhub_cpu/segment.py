@@ -14,7 +14,7 @@ import numpy as np
 
 from .auto3dseg.bundle import ModelBundle, load_bundle
 from .auto3dseg.catalog import demo_model_path
-from .conversion import convert_bundle
+from .conversion import ConvertedModel, convert_bundle
 from .conversion.quantize import default_calibration_images, make_quantizer
 from .dicomio import read_input
 from .dicomio.geometry import axis_mapping, dicom_grid_affine_ras
@@ -56,15 +56,20 @@ class SegmentRequest:
 Segmenter = Callable[[SegmentRequest, ModelBundle, nib.Nifti1Image, StageTimer], tuple[nib.Nifti1Image, dict]]
 
 
+def prepare_network(bundle: ModelBundle, precision: str, calibration: tuple[Path, ...] = ()) -> ConvertedModel:
+    """The cached IR for ``precision`` (converted, and for int8 quantised, on first use)."""
+    ir_variant = PRECISION_MODES[precision][0]
+    if ir_variant == "int8":
+        quantizer, quantizer_id = make_quantizer(list(calibration) or default_calibration_images())
+        return convert_bundle(bundle, ir_variant, quantizer, quantizer_id)
+    return convert_bundle(bundle, ir_variant)
+
+
 def openvino_segmenter(request: SegmentRequest, bundle: ModelBundle, image: nib.Nifti1Image, timer: StageTimer) -> tuple[nib.Nifti1Image, dict]:
     """Our engine: the cached OpenVINO IR in the requested precision, sliding window as requested."""
     with timer.stage("prepare network"):
-        ir_variant, compute = PRECISION_MODES[request.precision]
-        if ir_variant == "int8":
-            quantizer, quantizer_id = make_quantizer(list(request.calibration) or default_calibration_images())
-            converted = convert_bundle(bundle, ir_variant, quantizer, quantizer_id)
-        else:
-            converted = convert_bundle(bundle, ir_variant)
+        converted = prepare_network(bundle, request.precision, request.calibration)
+    compute = PRECISION_MODES[request.precision][1]
     settings = InferenceSettings(
         request.overlap, request.blend, compute, request.threads, request.strategy, request.skip_air
     )

@@ -1,0 +1,42 @@
+"""Benchmark modes: the reference and our engine's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    engine: str  # "reference" (MONAI + PyTorch fp32) or "openvino"
+    precision: str = "f32"
+    strategy: str = "dense"
+    overlap: float = 0.625
+    skip_air: bool = False
+
+    def describe(self) -> str:
+        if self.engine == "reference":
+            return "MONAI + PyTorch fp32, Slicer settings (dense, overlap 0.625, gaussian)"
+        air = ", skip air" if self.skip_air else ""
+        return f"OpenVINO {self.precision}, {self.strategy} windows, overlap {self.overlap}{air}"
+
+
+MODES = {
+    mode.name: mode
+    for mode in (
+        Mode("reference", "reference"),
+        Mode("ov-f32", "openvino", "f32"),
+        Mode("ov-bf16", "openvino", "bf16"),
+        Mode("ov-f32-sparse", "openvino", "f32", "sparse", 0.25, True),
+        Mode("ov-bf16-sparse", "openvino", "bf16", "sparse", 0.25, True),
+        Mode("ov-int8-sparse", "openvino", "int8", "sparse", 0.25, True),
+    )
+}
+
+#: Modes run per workload by default (W3's reference cannot fit in memory; see runner).
+DEFAULT_PLAN = {
+    "W1": ["reference", "ov-f32", "ov-bf16", "ov-bf16-sparse", "ov-int8-sparse"],
+    "W2": ["reference", "ov-f32", "ov-bf16-sparse", "ov-int8-sparse"],
+    "W3": ["reference", "ov-bf16-sparse", "ov-int8-sparse"],
+    "D": ["reference", "ov-f32", "ov-bf16", "ov-f32-sparse", "ov-bf16-sparse", "ov-int8-sparse"],
+}
