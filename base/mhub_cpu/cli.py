@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import MhubCpuError
+from .mhub.command import register as register_mhub
 from .progress import log
 
 
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(subparsers)
     _add_convert(subparsers)
     _add_bench(subparsers)
+    register_mhub(subparsers)
     return parser
 
 

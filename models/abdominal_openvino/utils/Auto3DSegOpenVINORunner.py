@@ -1,0 +1,78 @@
+"""
+-------------------------------------------------
+MHub - segment a CT with a MONAI Auto3DSeg model on OpenVINO (mhub-cpu engine).
+-------------------------------------------------
+The engine lives in its own virtual environment and is called through its command line
+(`mhub-cpu segment`, or the command in $MHUB_CPU_BIN), so its dependencies never meet mhubio's.
+-------------------------------------------------
+"""
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+from typing import List
+
+from mhubio.core import Instance, InstanceData, IO, Meta, Module
+
+# MHub SegDB id per segment name of the abdominal-organs label set (labels.csv names, lower case).
+SEGDB_IDS = {
+    'spleen': 'SPLEEN', 'right kidney': 'RIGHT_KIDNEY', 'left kidney': 'LEFT_KIDNEY', 'gallbladder': 'GALLBLADDER',
+    'liver': 'LIVER', 'stomach': 'STOMACH', 'pancreas': 'PANCREAS', 'right adrenal gland': 'RIGHT_ADRENAL_GLAND',
+    'left adrenal gland': 'LEFT_ADRENAL_GLAND', 'left upper lobe of lung': 'LEFT_UPPER_LUNG_LOBE',
+    'left lower lobe of lung': 'LEFT_LOWER_LUNG_LOBE', 'right upper lobe of lung': 'RIGHT_UPPER_LUNG_LOBE',
+    'middle lobe of right lung': 'RIGHT_MIDDLE_LUNG_LOBE', 'right lower lobe of lung': 'RIGHT_LOWER_LUNG_LOBE',
+    'esophagus': 'ESOPHAGUS', 'trachea': 'TRACHEA', 'small intestine': 'SMALL_INTESTINE', 'duodenum': 'DUODENUM',
+    'colon': 'COLON', 'urinary bladder': 'URINARY_BLADDER', 'prostate': 'PROSTATE',
+    'cyst in left kidney': 'LEFT_KIDNEY+CYST', 'cyst in right kidney': 'RIGHT_KIDNEY+CYST',
+}
+
+
+def engine_command() -> List[str]:
+    """The engine's command line: $MHUB_CPU_BIN (split like a shell would) or `mhub-cpu` on the PATH."""
+    return shlex.split(os.environ.get('MHUB_CPU_BIN', 'mhub-cpu'))
+
+
+def roi_of(report: dict) -> str:
+    """Comma-separated SegDB ids in label order (label i of the NIfTI is entry i), from the engine's report."""
+    segments = sorted(report['result']['segments'], key=lambda s: s['label'])
+    return ','.join(SEGDB_IDS.get(s['name'].lower(), s['name'].upper().replace(' ', '_')) for s in segments)
+
+
+@IO.Config('model', str, 'abdominal-organs-v2.0.0', the='catalogue id of the Auto3DSeg model (converted to OpenVINO IR when the image is built), a model zip, or demo')
+@IO.Config('precision', str, 'f32', the='OpenVINO inference precision: f32, bf16, fp16 or int8')
+@IO.Config('windows', str, 'dense', the='window placement: dense (as 3D Slicer), sparse or whole')
+@IO.Config('seg_type', str, 'BINARY', the='DICOM-SEG type: BINARY or LABELMAP')
+class Auto3DSegOpenVINORunner(Module):
+
+    model: str
+    precision: str
+    windows: str
+    seg_type: str
+
+    @IO.Instance()
+    @IO.Input('in_data', 'dicom|nifti:mod=ct', the='CT series (DICOM folder) or CT volume (NIfTI)')
+    @IO.Output('seg_data', 'segmentation.seg.dcm', 'dicomseg:mod=seg:model=Auto3DSegOpenVINO', data='in_data', the='DICOM-SEG with one segment per structure found (DICOM input only)')
+    @IO.Output('label_data', 'segmentation.nii.gz', 'nifti:mod=seg:model=Auto3DSegOpenVINO', data='in_data', the='label map on the input grid, label values as in the model labels.csv')
+    @IO.Output('report_data', 'segmentation.report.json', 'json:mod=report:model=Auto3DSegOpenVINO', data='in_data', the='versions, model, settings, volume per structure, timing and memory')
+    def task(self, instance: Instance, in_data: InstanceData, seg_data: InstanceData, label_data: InstanceData, report_data: InstanceData) -> None:
+        with tempfile.TemporaryDirectory(prefix='auto3dseg-') as work:
+            command = engine_command() + [
+                'segment', '--input', in_data.abspath, '--output', work, '--model', self.model,
+                '--precision', self.precision, '--windows', self.windows, '--seg-type', self.seg_type,
+            ]
+            self.log('run:', ' '.join(command))
+            result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for line in result.stdout.splitlines():
+                self.log(line)
+            if result.returncode != 0:
+                raise RuntimeError(f'mhub-cpu segment failed with exit code {result.returncode}: {result.stdout.strip().splitlines()[-1:]}')
+            with open(os.path.join(work, 'report.json')) as f:
+                roi = Meta(roi=roi_of(json.load(f)))
+            for name, data in (('segmentation.dcm', seg_data), ('segmentation.nii.gz', label_data), ('report.json', report_data)):
+                if os.path.isfile(os.path.join(work, name)):
+                    shutil.move(os.path.join(work, name), data.abspath)
+            seg_data.type.meta = seg_data.type.meta + roi
+            label_data.type.meta = label_data.type.meta + roi
