@@ -71,17 +71,28 @@ def _steps(execute: list) -> list[tuple[str, dict]]:
     return [(s, {}) if isinstance(s, str) else (s["module"], {k: v for k, v in s.items() if k != "module"}) for s in execute]
 
 
-def _missing_outputs(config, targets: list[str]) -> list[str]:
-    """``instance: query`` for each organiser target an instance has no confirmed data for."""
+def _instances_without_output(config, targets: list[str]) -> list[str]:
+    """Instances (by ``sid``) that have confirmed data for none of the organiser targets."""
     from mhubio.core import DataTypeQuery
 
-    queries = [t.split("-->")[0] for t in targets]
+    queries = [DataTypeQuery(t.split("-->")[0]) for t in targets]
     return [
-        f"{instance.attr.get('sid', instance.abspath)}: {query}"
+        str(instance.attr.get("sid", instance.abspath))
         for instance in config.data.instances
-        for query in queries
-        if not instance.data.filter(DataTypeQuery(query), confirmed_only=True)
+        if not any(instance.data.filter(q, confirmed_only=True) for q in queries)
     ]
+
+
+def _record_errors(module, errors: list[str]) -> None:
+    """Make ``module`` append the messages it logs at level ERROR (mhubio's per-instance failures) to ``errors``."""
+    log_method = module.log
+
+    def log_and_record(*args, level="NOTICE"):
+        if str(getattr(level, "name", level)).upper() == "ERROR":
+            errors.append(" ".join(str(a) for a in args).split(" in Traceback")[0].strip())
+        log_method(*args, level=level)
+
+    module.log = log_and_record
 
 
 def run_workflow(model: str, workflow: str, input_dir: Path, output_dir: Path, overrides: tuple[str, ...] = ()) -> list[Path]:
@@ -92,7 +103,8 @@ def run_workflow(model: str, workflow: str, input_dir: Path, output_dir: Path, o
 
     Raises:
         InputError: unknown model/workflow/module or missing input.
-        ProcessingError: an instance produced no data for one of the DataOrganizer targets.
+        ProcessingError: a module failed on an instance (mhubio logs it and carries on; we do not),
+            no instance was imported, or an instance produced none of the DataOrganizer targets.
     """
     from mhubio.core import Config
 
@@ -115,19 +127,24 @@ def run_workflow(model: str, workflow: str, input_dir: Path, output_dir: Path, o
         steps = _steps(config._config.get("execute", []))
         log(f"workflow {model}/{workflow}: {' -> '.join(name for name, _ in steps)}")
         targets: list[str] = []
+        errors: list[str] = []
         with contextlib.redirect_stdout(sys.stderr):  # mhubio prints its log; stdout is for our result paths
             for name, settings in steps:
                 cls = _load_module_class(name, config_file.parents[1])
                 extra = {"set_file_permissions": False} if name == "DataOrganizer" else {}
-                cls(config=config, local_config=settings, **extra).execute()
+                module = cls(config=config, local_config=settings, **extra)
+                _record_errors(module, errors)
+                module.execute()
                 if name == "DataOrganizer":
                     defaults = (config._config.get("modules") or {}).get(name) or {}
                     targets += settings.get("targets", defaults.get("targets", []))
-        missing = _missing_outputs(config, targets)
         if not config.data.instances:
             raise ProcessingError(f"workflow {model}/{workflow} imported no instance from {input_dir}")
-    if missing:
-        raise ProcessingError(f"workflow {model}/{workflow} did not produce: {'; '.join(missing)} (see the module log above)")
+        empty = _instances_without_output(config, targets)
+    if errors:
+        raise ProcessingError(f"workflow {model}/{workflow} failed: {' | '.join(errors)}")
+    if empty:
+        raise ProcessingError(f"workflow {model}/{workflow} wrote nothing for instance(s) {', '.join(empty)} (see the module log above)")
     return sorted(p for p in set(output_dir.rglob("*")) - before if p.is_file())
 
 
