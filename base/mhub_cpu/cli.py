@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .bodypart.command import register as register_bodypart
 from .errors import MhubCpuError
 from .mhub.command import register as register_mhub
 from .progress import log
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_segment(subparsers)
     _add_convert(subparsers)
     _add_bench(subparsers)
+    register_bodypart(subparsers)
     register_mhub(subparsers)
     return parser
 
