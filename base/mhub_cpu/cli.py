@@ -50,6 +50,10 @@ def _add_segment(subparsers: argparse._SubParsersAction) -> None:
         "with at least --overlap shared, short axes get a fitted window), whole (one window over the volume)",
     )
     parser.add_argument("--skip-air", action="store_true", help="do not run windows that hold only air (< -950 HU)")
+    parser.add_argument(
+        "--max-memory", dest="max_memory_mb", type=float,
+        help="memory budget in MiB for inference: windows are shrunk until the estimated peak fits (default: no limit)",
+    )
     parser.add_argument("--threads", type=int, help="CPU threads for OpenVINO (default: all cores)")
     parser.add_argument(
         "--seg-type", dest="segmentation_type", choices=SEGMENTATION_TYPES, default="BINARY",
@@ -65,6 +69,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         input_path=args.input, output_dir=args.output, model=args.model, series_uid=args.series_uid,
         precision=args.precision, overlap=args.overlap, blend=args.blend, threads=args.threads,
         strategy=args.strategy, skip_air=args.skip_air, calibration=tuple(args.calibration),
+        max_memory_mb=args.max_memory_mb,
         segmentation_type=args.segmentation_type,
     )
     report = run_segment(request)

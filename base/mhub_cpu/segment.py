@@ -50,6 +50,7 @@ class SegmentRequest:
     skip_air: bool = False
     segmentation_type: str = "BINARY"
     calibration: tuple[Path, ...] = ()
+    max_memory_mb: float | None = None
 
 
 #: A labelling engine: ``(request, bundle, image, timer) -> (labels on image's grid, model facts)``.
@@ -71,7 +72,8 @@ def openvino_segmenter(request: SegmentRequest, bundle: ModelBundle, image: nib.
         converted = prepare_network(bundle, request.precision, request.calibration)
     compute = PRECISION_MODES[request.precision][1]
     settings = InferenceSettings(
-        request.overlap, request.blend, compute, request.threads, request.strategy, request.skip_air
+        request.overlap, request.blend, compute, request.threads, request.strategy, request.skip_air,
+        request.max_memory_mb,
     )
     result = segment_image(image, converted, settings, timer)
     facts = {

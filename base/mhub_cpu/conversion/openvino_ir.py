@@ -26,7 +26,7 @@ from ..progress import log
 #: INT8 (NNCF post-training quantisation, see :mod:`mhub_cpu.conversion.quantize`).
 IR_VARIANTS = ("fp32", "fp16", "int8")
 #: Bump when the IR or model_config.json layout changes, to invalidate old cache entries.
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 #: Checkpoint config keys carried to inference.
 RUNTIME_KEYS = (
     "roi_size", "resample_resolution", "normalize_mode", "intensity_bounds", "orientation_ras",
@@ -93,6 +93,7 @@ def runtime_config(config: dict[str, Any], output_classes: int) -> dict[str, Any
     runtime["output_classes"] = output_classes
     # SegResNet(DS) halves the resolution len(blocks_down) − 1 times: inputs must be multiples of this.
     runtime["size_divisor"] = 2 ** (len(config["network"].get("blocks_down", [1, 2, 2, 4, 4])) - 1)
+    runtime["init_filters"] = int(config["network"].get("init_filters", 32))  # for the memory model
     runtime["roi_size"] = [int(v) for v in runtime["roi_size"]]
     return runtime
 

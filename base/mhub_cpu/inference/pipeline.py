@@ -12,7 +12,8 @@ from ..errors import ModelError
 from ..progress import StageTimer, log
 from .preprocess import normalize_intensity, prepare, restore_labels, to_canonical
 from .runtime import OpenVinoNetwork
-from .sliding_window import make_plan, sliding_window_labels
+from .memory import estimated_peak_mb, plan_within_memory
+from .sliding_window import sliding_window_labels
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class InferenceSettings:
     threads: int | None = None
     strategy: str = "dense"
     skip_air: bool = False
+    max_memory_mb: float | None = None
 
 
 @dataclass
@@ -57,14 +59,19 @@ def segment_image(
         )
     if config.get("sigmoid"):
         raise ModelError("sigmoid (multi-label) models are not supported yet")
-    plan = make_plan(prepared.image.shape, roi, settings.strategy, settings.overlap, int(config.get("size_divisor", 16)))
-    log(f"{settings.strategy} windows: {plan.count} of {plan.window}")
+    classes = int(config["output_classes"])
+    plan = plan_within_memory(
+        prepared.image.shape, roi, settings.strategy, settings.overlap, int(config.get("size_divisor", 16)),
+        classes, int(config.get("init_filters", 32)), settings.max_memory_mb,
+    )
+    estimate = estimated_peak_mb(plan, prepared.image.shape, classes, int(config.get("init_filters", 32)))
+    log(f"{settings.strategy} windows: {plan.count} of {plan.window}, estimated peak {estimate:.0f} MiB")
     with timer.stage("load network"):
         network = OpenVinoNetwork(model.xml_path, settings.precision, settings.threads, plan.window)
     with timer.stage("inference"):
         skip = air_window_test(config) if settings.skip_air else None
         labels, windows = sliding_window_labels(
-            prepared.image, network, plan, int(config["output_classes"]), settings.blend, skip
+            prepared.image, network, plan, classes, settings.blend, skip
         )
     with timer.stage("restore grid"):
         canonical_labels = restore_labels(labels, prepared)
