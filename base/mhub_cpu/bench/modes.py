@@ -13,12 +13,14 @@ class Mode:
     strategy: str = "dense"
     overlap: float = 0.625
     skip_air: bool = False
+    max_memory_mb: float | None = None
 
     def describe(self) -> str:
         if self.engine == "reference":
             return "MONAI + PyTorch fp32, Slicer settings (dense, overlap 0.625, gaussian)"
         air = ", skip air" if self.skip_air else ""
-        return f"OpenVINO {self.precision}, {self.strategy} windows, overlap {self.overlap}{air}"
+        budget = f", --max-memory {self.max_memory_mb:.0f}" if self.max_memory_mb else ""
+        return f"OpenVINO {self.precision}, {self.strategy} windows, overlap {self.overlap}{air}{budget}"
 
 
 MODES = {
@@ -30,13 +32,16 @@ MODES = {
         Mode("ov-f32-sparse", "openvino", "f32", "sparse", 0.25, True),
         Mode("ov-bf16-sparse", "openvino", "bf16", "sparse", 0.25, True),
         Mode("ov-int8-sparse", "openvino", "int8", "sparse", 0.25, True),
+        Mode("ov-f32-sparse-2.5g", "openvino", "f32", "sparse", 0.25, True, 2500),
+        Mode("ov-int8-sparse-2.5g", "openvino", "int8", "sparse", 0.25, True, 2500),
+        Mode("ov-int8-sparse-4g", "openvino", "int8", "sparse", 0.25, True, 4000),
     )
 }
 
 #: Modes run per workload by default (W3's reference cannot fit in memory; see runner).
 DEFAULT_PLAN = {
-    "W1": ["reference", "ov-f32", "ov-bf16", "ov-bf16-sparse", "ov-int8-sparse"],
-    "W2": ["reference", "ov-f32", "ov-bf16-sparse", "ov-int8-sparse"],
-    "W3": ["reference", "ov-bf16-sparse", "ov-int8-sparse"],
-    "D": ["reference", "ov-f32", "ov-bf16", "ov-f32-sparse", "ov-bf16-sparse", "ov-int8-sparse"],
+    "W1": ["reference", "ov-f32", "ov-f32-sparse", "ov-int8-sparse", "ov-f32-sparse-2.5g", "ov-int8-sparse-2.5g"],
+    "W2": ["reference", "ov-f32", "ov-f32-sparse", "ov-int8-sparse"],
+    "W3": ["reference", "ov-int8-sparse-4g"],
+    "D": ["reference", "ov-f32", "ov-bf16", "ov-f32-sparse", "ov-int8-sparse", "ov-f32-sparse-2.5g", "ov-int8-sparse-2.5g"],
 }

@@ -32,7 +32,7 @@ def main(argv: list[str]) -> int:
     request = SegmentRequest(
         input_path=Path(input_dir), output_dir=Path(output), model=model,
         precision="f32" if mode.engine == "reference" else mode.precision,
-        overlap=mode.overlap, strategy=mode.strategy, skip_air=mode.skip_air,
+        overlap=mode.overlap, strategy=mode.strategy, skip_air=mode.skip_air, max_memory_mb=mode.max_memory_mb,
     )
     if mode.engine == "reference":
         run_segment(request, reference_segmenter)
