@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import subprocess
+import sys
 import functools
 import http.server
 import json
@@ -85,7 +88,12 @@ def test_bench_subcommand_is_registered():
     assert args.slices == 50 and callable(args.func)
 
 
-def test_idc_code_tables_match_shared_data():
-    ours = Path(__file__).resolve().parents[1] / "configs" / "bodypart"
-    for name in ("bpr_landmarks_code_mapping.csv", "bpr_regions_code_mapping.csv"):
-        assert (ours / name).read_bytes() == (SHARED / "codes" / "idc_bpr" / name).read_bytes()
+def test_idc_code_table_is_generated_from_shared_data(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, str(repo / "scripts" / "build_bodypart_codes.py"), "--output", str(tmp_path / "codes.json")], check=True)
+    assert (tmp_path / "codes.json").read_bytes() == (repo / "configs" / "bodypart" / "idc_bpr_codes.json").read_bytes()
+    codes = json.loads((tmp_path / "codes.json").read_text())
+    with open(SHARED / "codes" / "idc_bpr" / "bpr_landmarks_code_mapping.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert set(codes["landmarks"]) == {row["BPR_code"] for row in rows}
+    assert all(codes["landmarks"][r["BPR_code"]]["site"]["value"] == r["CodeValue"] for r in rows)

@@ -34,7 +34,7 @@ from .modelfiles import InferenceSettings
 from .outputs import write_atomic
 from .postprocess import ScoreCurve, landmark_present, landmark_score
 from .preprocess import Orientation
-from .tables import read_csv
+from .tables import idc_codes
 
 ALGORITHM = hd.sr.AlgorithmIdentification(name="BodyPartRegression", version="1.1.0 (bpreg public model, mhub-cpu OpenVINO)")
 DEVICE_NAME = "BodyPartRegression"
@@ -47,25 +47,23 @@ def _code(value: str, scheme: str, meaning: str) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(value=value, scheme_designator=scheme, meaning=meaning)
 
 
+def _concept(code: dict[str, str]) -> hd.sr.CodedConcept:
+    return _code(code["value"], code["scheme"], code["meaning"])
+
+
 def landmark_sites() -> dict[str, hd.sr.FindingSite]:
     """IDC's landmark codes as Finding Site with Topographical Modifier."""
-    sites = {}
-    for row in read_csv("bpr_landmarks_code_mapping.csv"):
-        modifier = None
-        if row["modifier_CodeValue"] not in ("", "None"):
-            modifier = _code(row["modifier_CodeValue"], row["modifier_CodingSchemeDesignator"], row["modifier_CodeMeaning"])
-        sites[row["BPR_code"]] = hd.sr.FindingSite(
-            _code(row["CodeValue"], row["CodingSchemeDesignator"], row["CodeMeaning"]), topographical_modifier=modifier
+    return {
+        name: hd.sr.FindingSite(
+            _concept(entry["site"]), topographical_modifier=_concept(entry["modifier"]) if entry["modifier"] else None
         )
-    return sites
+        for name, entry in idc_codes()["landmarks"].items()
+    }
 
 
 def region_sites() -> dict[str, hd.sr.FindingSite]:
     """IDC's region codes (legs, pelvis, abdomen, chest, shoulder-neck, head) as Finding Site."""
-    return {
-        row["BPR_code_region"]: hd.sr.FindingSite(_code(row["CodeValue"], row["CodingSchemeDesignator"], row["CodeMeaning"]))
-        for row in read_csv("bpr_regions_code_mapping.csv")
-    }
+    return {name: hd.sr.FindingSite(_concept(code)) for name, code in idc_codes()["regions"].items()}
 
 
 def source_summary(series) -> dict:

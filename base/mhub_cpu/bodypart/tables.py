@@ -21,3 +21,9 @@ def read_csv(name: str) -> tuple[dict[str, str], ...]:
     """Rows of a CSV table, as dicts keyed by the header."""
     with open(TABLES_DIR / name, newline="") as handle:
         return tuple(csv.DictReader(handle))
+
+
+@lru_cache(maxsize=None)
+def idc_codes() -> dict:
+    """IDC's BPR landmark/region codes (``idc_bpr_codes.json``, generated from IDC's tables)."""
+    return json.loads((TABLES_DIR / "idc_bpr_codes.json").read_text())
