@@ -19,7 +19,10 @@ def _run(args: argparse.Namespace) -> int:
     except MhubCpuError as exc:  # no model: still leave an error record
         write_json(Path(args.output) / "qa.json", {"status": "error", "error": {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}, "input": {"path": str(args.input)}})
         raise
-    options = Options(precision=args.precision, fast=args.fast, crop_from=args.crop_from, crop_to=args.crop_to, series_uid=args.series_uid)
+    options = Options(
+        precision=args.precision, fast=args.fast, crop_from=args.crop_from, crop_to=args.crop_to, series_uid=args.series_uid,
+        calibration=[Path(p) for p in args.calibration] if args.calibration else None,
+    )
     run(Path(args.input), Path(args.output), model, options)
     return 0
 
@@ -41,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--input", required=True, help="DICOM folder or NIfTI file of a CT")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--model", default=None, help="bpreg model directory or zip URL (default: public model from Zenodo, cached)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="f32", help="OpenVINO inference precision (default f32)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="f32", help="OpenVINO inference precision (default f32; int8: NNCF-quantised, approximate)")
+    parser.add_argument("--calibration", nargs="+", default=None, metavar="CT",
+                        help="int8: CT NIfTI files or DICOM folders to calibrate on (default: the shared sample CTs)")
     parser.add_argument("--fast", action="store_true", help="score one slice every 2.5 mm and interpolate (approximate)")
     parser.add_argument("--crop-from", default=None, help="landmark where the cropped NIfTI starts, e.g. L5")
     parser.add_argument("--crop-to", default=None, help="landmark where the cropped NIfTI ends, e.g. Th1")

@@ -30,6 +30,7 @@ class Options:
     crop_from: str | None = None
     crop_to: str | None = None
     series_uid: str | None = None
+    calibration: list[Path] | None = None  # int8 calibration CT (default: the shared sample CTs)
 
 
 @dataclass
@@ -98,13 +99,15 @@ def run(input_path: Path, output_dir: Path, model: ModelDir, options: Options) -
                 series = volume.series
                 if series is not None:
                     source.update(sr.source_summary(series))
-            scorer = ScoreModel(model, options.precision)
+            scorer = ScoreModel(model, options.precision, calibration=options.calibration)
             curve = score_volume(image, model, scorer, options, timer)
             bpreg = bpreg_result(curve, model.settings)
             qa = qa_verdicts(curve, bpreg, model.settings)
             orient = orientation_of(image)
             qa["input"] = {**source, "slices": orient.n_slices, "slice_order": "reversed from stored" if orient.flip else "as stored"}
             qa["model"] = {"path": str(model.path), "precision": options.precision, "mode": "fast" if options.fast else "faithful"}
+            if options.precision == "int8":
+                qa["model"]["int8_ir"] = str(scorer.ir_path)
             if series is not None:
                 qa["body_part_examined"]["header_value"] = sr.header_body_part(series)
             with timer.stage("write outputs"):

@@ -8,8 +8,11 @@ bilinearly (OpenCV ``INTER_LINEAR`` geometry: half-pixel centres, clamped border
 pixels, then padded with -1 or centre-cropped to 128x128.
 
 Blur and resize are linear and separable, so each slice is computed as ``Mx @ slice @ My.T``
-with small precomputed matrices, one slab of slices at a time: the volume is held once in its
-stored type (e.g. int16), never as a whole in float.
+with small precomputed float32 matrices, one slab of slices at a time as two plain matrix
+products (the slab is read slice-contiguous): the volume is held once in
+its stored type (e.g. int16), never as a whole in float. Every row of ``Mx`` and ``My`` sums to
+one, so the linear HU-to-[-1, 1] scaling is applied after resizing, to 128x128 instead of
+512x512 pixels.
 """
 
 from __future__ import annotations
@@ -149,25 +152,29 @@ def prepare_slices(image: nib.Nifti1Image, indices: np.ndarray | None = None) ->
     if orient.flip:  # bpreg flips the in-plane axes as well as the slice axis
         mx, my = mx[:, ::-1], my[:, ::-1]
     mx32, my32 = np.ascontiguousarray(mx, np.float32), np.ascontiguousarray(my, np.float32)
+    scale = np.float32(2.0 / (MAX_HU - MIN_HU))
+    offset = np.float32(-1.0 - MIN_HU * 2.0 / (MAX_HU - MIN_HU))
     out = np.full((len(indices), SIZE, SIZE), PAD_VALUE, dtype=np.float32)
     stored = np.asarray(orient.stored_index(indices))
     order = np.argsort(stored)  # read the file front to back
     lo, hi = np.inf, -np.inf
     stored_data, slope, inter = _unscaled(image)
+    by_slice = stored_data.T  # (z, j, i): C-contiguous for NIfTI's Fortran-ordered arrays
     progress = ProgressCounter("preprocessing slices", len(indices))
     for start in range(0, len(order), SLAB):
         rows = order[start : start + SLAB]
-        ks = stored[rows]
-        slab = stored_data[:, :, ks].astype(np.float32)
+        slab = by_slice[stored[rows]].astype(np.float32)  # (k, j, i) = (k, y, x), or (k, x, y) when swapped
         if (slope, inter) != (1.0, 0.0):
             slab = slab * np.float32(slope) + np.float32(inter)
         lo, hi = min(lo, float(slab.min())), max(hi, float(slab.max()))
+        np.clip(slab, MIN_HU, MAX_HU, out=slab)
+        # slab[k] is the bpreg slice A (x, y) when swapped, else A.T (y, x); both products are plain GEMMs
+        first, second = (my32, mx32) if orient.swap_xy else (mx32, my32)
+        k, n1, n2 = slab.shape
+        half = (slab.reshape(k * n1, n2) @ first.T).reshape(k, n1, -1)
+        resized = (np.ascontiguousarray(half.transpose(0, 2, 1)).reshape(-1, n1) @ second.T).reshape(k, half.shape[2], -1)
         if orient.swap_xy:
-            slab = slab.transpose(1, 0, 2)
-        slab = np.clip(slab, MIN_HU, MAX_HU)
-        slab = (slab - np.float32(MIN_HU)) * np.float32(2.0) / np.float32(MAX_HU - MIN_HU) + np.float32(-1.0)
-        rows_x = np.tensordot(mx32, slab, axes=(1, 0))  # (ox, ny, k)
-        resized = np.tensordot(rows_x, my32, axes=(1, 1))  # (ox, k, oy)
-        out[rows, px0 : SIZE - px1, py0 : SIZE - py1] = resized.transpose(1, 0, 2)
+            resized = resized.transpose(0, 2, 1)
+        out[rows, px0 : SIZE - px1, py0 : SIZE - py1] = resized * scale + offset
         progress.update(min(start + SLAB, len(order)))
     return PreparedSlices(slices=out, indices=indices, orientation=orient, hu_range=(lo, hi))
