@@ -8,7 +8,9 @@ not be used on real data.
 The data goes through the engine's own preprocessing (:func:`mhub_cpu.inference.preprocess.prepare`)
 so that training and inference see identical inputs. Run from the repository root::
 
-    .venv/bin/python demo/train_demo_model.py --output demo/abdominal-organs-demo-v0.1.0.zip
+    .venv/bin/python demo/train_demo_model.py --output /tmp/stage1.zip
+    .venv/bin/python demo/train_demo_model.py --init /tmp/stage1.zip --patch 96 --iterations 200 \
+        --lr 1e-3 --seed 1 --output demo/abdominal-organs-demo-v0.1.0.zip
 """
 
 from __future__ import annotations
@@ -80,19 +82,30 @@ def training_data() -> tuple[np.ndarray, np.ndarray]:
 
 
 def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, classes: int) -> torch.Tensor:
+    """Cross-entropy plus soft Dice over the foreground classes present in the patch."""
     ce = torch.nn.functional.cross_entropy(logits, target)
     probabilities = torch.softmax(logits, dim=1)
     onehot = torch.nn.functional.one_hot(target, classes).permute(0, 4, 1, 2, 3).float()
-    intersection = (probabilities * onehot).sum(dim=(2, 3, 4))
-    total = probabilities.sum(dim=(2, 3, 4)) + onehot.sum(dim=(2, 3, 4))
-    dice = (2 * intersection + 1e-5) / (total + 1e-5)
-    return ce + (1 - dice[:, 1:].mean())
+    intersection = (probabilities * onehot).sum(dim=(0, 2, 3, 4))
+    total = probabilities.sum(dim=(0, 2, 3, 4)) + onehot.sum(dim=(0, 2, 3, 4))
+    present = onehot.sum(dim=(0, 2, 3, 4))[1:] > 0
+    if not present.any():
+        return ce
+    dice = (2 * intersection[1:] + 1e-5) / (total[1:] + 1e-5)
+    return ce + (1 - dice[present].mean())
 
 
 def random_crop(image: np.ndarray, labels: np.ndarray, roi: list[int], rng: np.random.Generator):
+    """A patch centred, two times in three, on a voxel of a randomly chosen class present in the image."""
     pads = [(0, max(r - n, 0)) for n, r in zip(image.shape, roi)]
     image, labels = np.pad(image, pads), np.pad(labels, pads)
-    start = [int(rng.integers(0, n - r + 1)) for n, r in zip(image.shape, roi)]
+    present = [v for v in np.unique(labels) if v != 0]
+    if rng.random() < 2 / 3 and present:
+        voxels = np.argwhere(labels == rng.choice(present))
+        centre = voxels[rng.integers(len(voxels))]
+        start = [int(np.clip(c - r // 2, 0, n - r)) for c, r, n in zip(centre, roi, image.shape)]
+    else:
+        start = [int(rng.integers(0, n - r + 1)) for n, r in zip(image.shape, roi)]
     box = tuple(slice(s, s + r) for s, r in zip(start, roi))
     return image[box], labels[box]
 
@@ -100,10 +113,11 @@ def random_crop(image: np.ndarray, labels: np.ndarray, roi: list[int], rng: np.r
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", type=Path, required=True)
-    parser.add_argument("--iterations", type=int, default=450)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--iterations", type=int, default=500)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--patch", type=int, default=64, help="training patch edge (voxels); inference uses roi_size")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, help="continue from the weights of an earlier model zip")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -112,6 +126,10 @@ def main() -> None:
     image, labels = training_data()
     print(f"training grid {image.shape}, labels present {sorted(np.unique(labels).tolist())}")
     network = network_from_config(CONFIG)
+    if args.init:
+        with zipfile.ZipFile(args.init) as archive:
+            earlier = torch.load(io.BytesIO(archive.read("model/model.pt")), map_location="cpu", weights_only=False)
+        network.load_state_dict(earlier["state_dict"])
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.lr, weight_decay=1e-5)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=args.iterations)
     classes = CONFIG["output_classes"]
