@@ -159,7 +159,7 @@ def test_cli_bad_inputs(tmp_path: Path, demo_model: Path) -> None:
     cases = [
         (tmp_path / "missing", "input path does not exist", 2),
         (empty, "no DICOM image files", 2),
-        (mr, "not CT", 2),
+        (mr, "no CT series", 2),
         (two, "choose one with --series", 2),
         (truncated, "truncated DICOM file", 2),
     ]
