@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fast", action="store_true", help="score one slice every 2.5 mm and interpolate (approximate)")
     parser.add_argument("--crop-from", default=None, help="landmark where the cropped NIfTI starts, e.g. L5")
     parser.add_argument("--crop-to", default=None, help="landmark where the cropped NIfTI ends, e.g. Th1")
-    parser.add_argument("--series-uid", default=None, help="Series Instance UID when the folder holds several CT series")
+    parser.add_argument("--series", "--series-uid", dest="series_uid", default=None, help="Series Instance UID when the folder holds several CT series")
     parser.set_defaults(func=_run)
 
     bench = subparsers.add_parser("bench-bodypart", help="benchmark against bpreg's InferenceModel (needs bpreg installed)")
