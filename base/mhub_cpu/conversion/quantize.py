@@ -19,8 +19,12 @@ from ..inference.preprocess import prepare, to_canonical
 from ..inference.sliding_window import padding_for, plan_sparse
 from ..progress import log
 
-#: Upper bound on calibration windows (each costs one full-resolution forward pass).
+#: Upper bound on calibration windows.
 MAX_CALIBRATION_WINDOWS = 6
+#: Voxels per calibration window. The network is fully convolutional, so activation ranges can be
+#: measured on windows smaller than the model's own; NNCF keeps every layer's activations of every
+#: sample, which on full 224×224×144 windows needs over 13 GB.
+CALIBRATION_WINDOW_VOXELS = 1_200_000
 
 
 def default_calibration_images() -> list[Path]:
@@ -29,9 +33,18 @@ def default_calibration_images() -> list[Path]:
     return [candidate] if candidate.exists() else []
 
 
+def calibration_window(config: dict[str, Any]) -> tuple[int, int, int]:
+    """The model's window scaled down to about :data:`CALIBRATION_WINDOW_VOXELS`, keeping its
+    proportions and the network's size multiple."""
+    roi = np.array([int(v) for v in config["roi_size"]], dtype=float)
+    divisor = int(config.get("size_divisor", 16))
+    scale = min(1.0, (CALIBRATION_WINDOW_VOXELS / roi.prod()) ** (1 / 3))
+    return tuple(max(divisor, int(round(v * scale / divisor)) * divisor) for v in roi)  # type: ignore[return-value]
+
+
 def calibration_windows(images: list[Path], config: dict[str, Any], limit: int = MAX_CALIBRATION_WINDOWS) -> list[np.ndarray]:
-    """Preprocessed windows of the network's static input size from each image, round-robin."""
-    roi = tuple(int(v) for v in config["roi_size"])
+    """Preprocessed windows of :func:`calibration_window` size from each image, round-robin."""
+    roi = calibration_window(config)
     per_image = []
     for path in images:
         prepared = prepare(to_canonical(nib.load(path)), config)
@@ -60,17 +73,22 @@ def make_quantizer(images: list[Path]) -> tuple[Callable[[Any, dict[str, Any]], 
         if not Path(path).exists():
             raise ModelError(f"calibration image not found: {path}")
     fingerprint = "|".join(f"{Path(p).name}:{Path(p).stat().st_size}" for p in images)
-    quantizer_id = hashlib.sha256(f"{fingerprint}|{MAX_CALIBRATION_WINDOWS}|mixed".encode()).hexdigest()[:12]
+    settings = f"{MAX_CALIBRATION_WINDOWS}|{CALIBRATION_WINDOW_VOXELS}|mixed"
+    quantizer_id = hashlib.sha256(f"{fingerprint}|{settings}".encode()).hexdigest()[:12]
 
     def quantize(ov_model: Any, config: dict[str, Any]) -> Any:
         import nncf
 
         windows = calibration_windows(images, config)
-        log(f"INT8 calibration on {len(windows)} windows of {len(images)} CT image(s) (NNCF, this takes a while)")
+        static_shape = [int(d) for d in ov_model.input(0).shape]
+        ov_model.reshape([*static_shape[:2], *windows[0].shape])
+        log(f"INT8 calibration on {len(windows)} windows {windows[0].shape} of {len(images)} CT image(s) (NNCF)")
         dataset = nncf.Dataset(windows, lambda window: window[None, None].astype(np.float32))
-        return nncf.quantize(
+        quantized = nncf.quantize(
             ov_model, dataset, preset=nncf.QuantizationPreset.MIXED, subset_size=len(windows),
             fast_bias_correction=True,
         )
+        quantized.reshape(static_shape)
+        return quantized
 
     return quantize, quantizer_id
