@@ -88,15 +88,15 @@ def _prepare_irs(workload: Workload, modes: list[str], root: Path) -> None:
             continue
         log(f"{workload.name}: preparing the {mode.precision} IR (not timed)")
         command = [sys.executable, "-m", "mhub_cpu.cli", "convert", "--model", str(workload.model), "--precision", mode.precision]
-        subprocess.run(command, check=True)
-        warm.mkdir(parents=True)
+        if subprocess.run(command).returncode == 0:
+            warm.mkdir(parents=True)
 
 
 def run_bench(output: Path, workloads: list[str], plan: dict[str, list[str]] | None = None) -> list[dict]:
     """Run every (workload, mode) of ``plan`` and write the result files into ``output``."""
     plan = plan or DEFAULT_PLAN
     output.mkdir(parents=True, exist_ok=True)
-    records: list[dict] = []
+    records = _kept_records(output / "bench.json", workloads)
     for index, workload in enumerate(build_workloads(output, workloads), start=1):
         modes = plan[workload.name]
         log(f"workload {index}/{len(workloads)}: {workload.name} — {workload.description}")
@@ -131,6 +131,13 @@ def run_bench(output: Path, workloads: list[str], plan: dict[str, list[str]] | N
             _write_all(output, records)
     _write_all(output, records)
     return records
+
+
+def _kept_records(path: Path, rerun: list[str]) -> list[dict]:
+    """Records of an earlier bench.json for the workloads not run again now."""
+    if not path.exists():
+        return []
+    return [r for r in json.loads(path.read_text())["records"] if r["workload"] not in rerun]
 
 
 def _machine() -> dict:

@@ -142,7 +142,11 @@ def convert_bundle(
     network.eval()
     roi = [int(v) for v in config["roi_size"]]
     channels = int(config.get("input_channels", 1))
-    example = torch.zeros(1, channels, *roi)
+    # Trace on a small input: the network is fully convolutional, and `input=` fixes the IR's
+    # static shape to the model window. Tracing at full window size needs several GB (118-class
+    # whole-body models were killed for memory on a 24 GB machine).
+    divisor = 2 ** (len(config["network"].get("blocks_down", [1, 2, 2, 4, 4])) - 1)
+    example = torch.zeros(1, channels, *[2 * divisor] * 3)
     with torch.no_grad():
         output_classes = int(network(example).shape[1])
         ov_model = ov.convert_model(network, example_input=example, input=[(1, channels, *roi)])

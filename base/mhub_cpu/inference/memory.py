@@ -7,9 +7,10 @@ Peak memory during inference is dominated by three terms, all linear in voxels:
 - the stitching buffer: ``classes × X × Y × window_z`` float32 (see ``SlabStitcher``);
 - the preprocessed volume, its padded copy and the label map.
 
-``ACTIVATION_TENSORS`` was measured: SegResNetDS (init_filters 32, 25 classes) on a
-224×224×144 window peaks at 5.7 GB RSS with OpenVINO 2026.4 f32 on CPU, i.e. about 5.3 feature
-maps of 32 channels per voxel beyond the logits.
+``ACTIVATION_TENSORS`` was measured with ``mhub-cpu bench`` (workload W1: SegResNetDS,
+init_filters 32, 25 classes, dense 224×224×144 windows, OpenVINO 2026.4 f32 on CPU): 7.7 GB peak
+RSS, i.e. about 6.5 feature maps of 32 float32 channels per window voxel beyond the logits and
+the stitching buffer. INT8 models need less; the estimate is for f32.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 from ..errors import ProcessingError
 from .sliding_window import WindowPlan, make_plan
 
-ACTIVATION_TENSORS = 5.3
+ACTIVATION_TENSORS = 6.5
 #: Python, NumPy, OpenVINO runtime and the compiled model, in MiB.
 BASELINE_MB = 450.0
 MIB = 2**20
