@@ -16,7 +16,7 @@ from .auto3dseg.bundle import ModelBundle, load_bundle
 from .auto3dseg.catalog import demo_model_path
 from .conversion import ConvertedModel, convert_bundle
 from .conversion.quantize import default_calibration_images, make_quantizer
-from .dicomio import read_input
+from .dicomio import InputVolume, read_input
 from .dicomio.geometry import axis_mapping, dicom_grid_affine_ras
 from .errors import MhubCpuError, ProcessingError
 from .inference.pipeline import InferenceSettings, segment_image
@@ -180,7 +180,7 @@ def _version_of(model_id: str) -> str:
     return match.group(1) if match else "unknown"
 
 
-def _input_report(request: SegmentRequest, volume) -> dict:
+def _input_report(request: SegmentRequest, volume: InputVolume) -> dict:
     info: dict = {"path": str(request.input_path), "format": "dicom" if volume.series else "nifti"}
     if volume.series is not None:
         series = volume.series
