@@ -9,19 +9,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-_quiet = False
-
-
-def set_quiet(quiet: bool) -> None:
-    """Silence (or re-enable) progress messages, e.g. for library use."""
-    global _quiet
-    _quiet = quiet
-
-
 def log(message: str) -> None:
     """Print one progress line on stderr, prefixed with the tool name."""
-    if not _quiet:
-        print(f"[mhub-cpu] {message}", file=sys.stderr, flush=True)
+    print(f"[mhub-cpu] {message}", file=sys.stderr, flush=True)
 
 
 def peak_rss_mb() -> float:

@@ -77,6 +77,12 @@ def network_from_config(config: dict[str, Any]):
         raise ModelError(f"cannot build the network from the checkpoint config: {exc}") from exc
 
 
+def size_divisor(config: dict[str, Any]) -> int:
+    """Input sizes must be multiples of this: SegResNet(DS) halves the resolution
+    ``len(blocks_down) − 1`` times."""
+    return 2 ** (len(config["network"].get("blocks_down", [1, 2, 2, 4, 4])) - 1)
+
+
 def runtime_config(config: dict[str, Any], output_classes: int) -> dict[str, Any]:
     """The subset of the checkpoint config used at inference, with Auto3DSeg's defaults filled in."""
     if config.get("extra_modalities"):
@@ -91,8 +97,7 @@ def runtime_config(config: dict[str, Any], output_classes: int) -> dict[str, Any
     runtime.setdefault("intensity_bounds", None)
     runtime.setdefault("resample_resolution", None)
     runtime["output_classes"] = output_classes
-    # SegResNet(DS) halves the resolution len(blocks_down) − 1 times: inputs must be multiples of this.
-    runtime["size_divisor"] = 2 ** (len(config["network"].get("blocks_down", [1, 2, 2, 4, 4])) - 1)
+    runtime["size_divisor"] = size_divisor(config)
     runtime["init_filters"] = int(config["network"].get("init_filters", 32))  # for the memory model
     runtime["roi_size"] = [int(v) for v in runtime["roi_size"]]
     return runtime
@@ -145,8 +150,7 @@ def convert_bundle(
     # Trace on a small input: the network is fully convolutional, and `input=` fixes the IR's
     # static shape to the model window. Tracing at full window size needs several GB (118-class
     # whole-body models were killed for memory on a 24 GB machine).
-    divisor = 2 ** (len(config["network"].get("blocks_down", [1, 2, 2, 4, 4])) - 1)
-    example = torch.zeros(1, channels, *[2 * divisor] * 3)
+    example = torch.zeros(1, channels, *[2 * size_divisor(config)] * 3)
     with torch.no_grad():
         output_classes = int(network(example).shape[1])
         ov_model = ov.convert_model(network, example_input=example, input=[(1, channels, *roi)])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import nibabel as nib
 import numpy as np
@@ -37,7 +37,6 @@ class SegmentationResult:
     windows: int
     model_grid_shape: tuple[int, int, int]
     model_spacing: tuple[float, float, float]
-    details: dict = field(default_factory=dict)
 
 
 def segment_image(
