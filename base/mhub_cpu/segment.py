@@ -18,6 +18,7 @@ from .conversion import ConvertedModel, convert_bundle
 from .conversion.quantize import default_calibration_images, make_quantizer
 from .dicomio import InputVolume, read_input
 from .dicomio.geometry import axis_mapping, dicom_grid_affine_ras
+from .dicomio.nifti import load_nifti
 from .errors import MhubCpuError, ProcessingError
 from .inference.pipeline import InferenceSettings, segment_image
 from .outputs.dicom_seg import write_dicom_seg
@@ -121,7 +122,7 @@ def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, seg
         volume = read_input(request.input_path, staging / "work", request.series_uid)
     with timer.stage("load model"):
         bundle = load_bundle(str(demo_model_path()) if request.model == "demo" else request.model)
-    image = nib.load(volume.nifti_path)
+    image = load_nifti(volume.nifti_path)
     labels_image, facts = segmenter(request, bundle, image, timer)
 
     outputs: dict[str, str] = {}

@@ -84,12 +84,13 @@ def child(which: str, volume: Path, model_dir: Path, result_path: Path) -> None:
         from .modelfiles import open_model_dir
         from .outputs import bpreg_result
         from .pipeline import Options, score_volume
+        from ..dicomio.nifti import load_nifti
         from ..progress import StageTimer
 
         precision, fast = MODES[which]
         model = open_model_dir(model_dir)
         scorer = ScoreModel(model, precision)
-        curve = score_volume(nib.load(volume), model, scorer, Options(precision=precision, fast=fast), StageTimer())
+        curve = score_volume(load_nifti(volume), model, scorer, Options(precision=precision, fast=fast), StageTimer())
         result = bpreg_result(curve, model.settings)
     seconds = time.perf_counter() - start
     write_json(result_path, {"seconds": seconds, "peak_rss_mb": peak_rss_mb(), "result": result})

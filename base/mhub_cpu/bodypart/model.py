@@ -22,11 +22,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-import nibabel as nib
 import numpy as np
 import openvino as ov
 
 from ..cache import cache_dir
+from ..dicomio.nifti import load_nifti
 from ..errors import ModelError
 from ..progress import ProgressCounter, log
 from .modelfiles import ModelDir
@@ -106,7 +106,7 @@ def calibration_slices(paths: list[Path]) -> np.ndarray:
     with tempfile.TemporaryDirectory(prefix="bodypart-calibration-") as work:
         for i, path in enumerate(paths):
             volume = read_input(Path(path), Path(work) / str(i), None)
-            parts.append(prepare_slices(nib.load(volume.nifti_path)).slices[::CALIBRATION_STEP])
+            parts.append(prepare_slices(load_nifti(volume.nifti_path)).slices[::CALIBRATION_STEP])
     return np.concatenate(parts)
 
 

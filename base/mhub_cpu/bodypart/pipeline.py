@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..dicomio.nifti import load_nifti
 from ..errors import InputError, MhubCpuError
 from ..progress import StageTimer, log
 from .modelfiles import ModelDir
@@ -95,7 +96,7 @@ def run(input_path: Path, output_dir: Path, model: ModelDir, options: Options) -
         with tempfile.TemporaryDirectory(prefix="bodypart-") as work:
             with timer.stage("read input"):
                 volume = read_volume(Path(input_path), Path(work), options.series_uid)
-                image = nib.load(volume.nifti_path)
+                image = load_nifti(volume.nifti_path)
                 series = volume.series
                 if series is not None:
                     source.update(sr.source_summary(series))

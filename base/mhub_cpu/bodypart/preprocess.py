@@ -23,6 +23,7 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
+from ..dicomio.nifti import unscaled_array
 from ..errors import InputError
 from ..progress import ProgressCounter
 
@@ -132,15 +133,6 @@ def axis_operator(n_in: int, spacing: float) -> tuple[np.ndarray, tuple[int, int
     return matrix, ((SIZE - n_out) // 2, (SIZE - n_out + 1) // 2)
 
 
-def _unscaled(image: nib.Nifti1Image) -> tuple[np.ndarray, float, float]:
-    """The stored array in its on-disk type (read once; a gzip file cannot be sliced cheaply)."""
-    proxy = image.dataobj
-    if hasattr(proxy, "get_unscaled"):
-        slope, inter = float(proxy.slope), float(proxy.inter)
-        return np.asanyarray(proxy.get_unscaled()), slope, inter
-    return np.asanyarray(proxy), 1.0, 0.0
-
-
 def prepare_slices(image: nib.Nifti1Image, indices: np.ndarray | None = None) -> PreparedSlices:
     """Network input for the slices at ``indices`` (bpreg order; all slices when ``None``)."""
     orient = orientation_of(image)
@@ -158,7 +150,7 @@ def prepare_slices(image: nib.Nifti1Image, indices: np.ndarray | None = None) ->
     stored = np.asarray(orient.stored_index(indices))
     order = np.argsort(stored)  # read the file front to back
     lo, hi = np.inf, -np.inf
-    stored_data, slope, inter = _unscaled(image)
+    stored_data, slope, inter = unscaled_array(image)
     by_slice = stored_data.T  # (z, j, i): C-contiguous for NIfTI's Fortran-ordered arrays
     progress = ProgressCounter("preprocessing slices", len(indices))
     for start in range(0, len(order), SLAB):

@@ -11,9 +11,9 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable
 
-import nibabel as nib
 import numpy as np
 
+from ..dicomio.nifti import load_nifti
 from ..errors import ModelError
 from ..inference.preprocess import prepare, to_canonical
 from ..inference.sliding_window import padding_for, plan_sparse
@@ -47,7 +47,7 @@ def calibration_windows(images: list[Path], config: dict[str, Any], limit: int =
     roi = calibration_window(config)
     per_image = []
     for path in images:
-        prepared = prepare(to_canonical(nib.load(path)), config)
+        prepared = prepare(to_canonical(load_nifti(path)), config)
         volume = np.pad(prepared.image, padding_for(prepared.image.shape, roi))
         plan = plan_sparse(volume.shape, roi, 0.0, 1)
         per_image.append([volume[x : x + roi[0], y : y + roi[1], z : z + roi[2]].copy() for x, y, z in plan.starts])

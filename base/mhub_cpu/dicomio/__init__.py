@@ -67,5 +67,5 @@ def read_input(path: Path, work_dir: Path, series_uid: str | None = None) -> Inp
     check_sop_classes(series)
     verify_pixel_data(series)
     log(f"selected series {series.summary()}")
-    nifti_path = convert_series(series, Path(work_dir) / "image.nii.gz")
+    nifti_path = convert_series(series, Path(work_dir) / "image.nii")
     return InputVolume(nifti_path=nifti_path, series=series)

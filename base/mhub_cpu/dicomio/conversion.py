@@ -15,6 +15,7 @@ from pydicom.pixels import apply_modality_lut
 from ..errors import InputError
 from ..progress import log
 from .geometry import axis_mapping, dicom_grid_affine_ras
+from .nifti import unscaled_array
 from .series import DicomSeries
 
 #: Transfer syntaxes whose Pixel Data is stored natively (not encapsulated), PS3.5 A.1–A.4.
@@ -81,7 +82,7 @@ def convert_series(series: DicomSeries, output_path: Path) -> Path:
         target.mkdir()
         for index, path in enumerate(series.files):
             (source / f"{index:05d}.dcm").symlink_to(path.resolve())
-        command = [dcm2niix_binary(), "-z", "y", "-b", "n", "-m", "y", "-i", "n", "-f", "image", "-o", str(target), str(source)]
+        command = [dcm2niix_binary(), "-z", "n", "-b", "n", "-m", "y", "-i", "n", "-f", "image", "-o", str(target), str(source)]
         result = subprocess.run(command, capture_output=True, text=True)
         produced = sorted(target.glob("*.nii*"))
         if result.returncode != 0 or len(produced) != 1:
@@ -108,11 +109,12 @@ def check_conversion(series: DicomSeries, nifti_path: Path, slices_to_compare: i
     first = series.instances[0]
     dicom_shape = (int(first.Columns), int(first.Rows), len(series.instances))
     mapping = axis_mapping(image.affine, image.shape, dicom_affine, dicom_shape)
-    volume = mapping.apply(np.asarray(image.dataobj))  # scaled to HU; (column, row, slice) order
+    stored, slope, inter = unscaled_array(image)
+    volume = mapping.apply(stored)  # a view: (column, row, slice) order, only 3 slices are read
     for index in sorted({0, len(series.files) // 2, len(series.files) - 1}):
         dataset = pydicom.dcmread(series.files[index])
         expected = apply_modality_lut(dataset.pixel_array, dataset).astype(np.float64).T
-        difference = np.abs(volume[:, :, index] - expected).max()
+        difference = np.abs(volume[:, :, index] * slope + inter - expected).max()
         if difference > 0.5:
             raise InputError(
                 f"converted volume disagrees with {series.files[index].name} by up to {difference:.1f} HU "
