@@ -20,7 +20,8 @@ def test_budget_is_respected_and_windows_stay_valid(budget: float) -> None:
     plan = plan_within_memory(W1_GRID, ROI, "sparse", 0.25, 16, 25, 32, budget)
     assert estimated_peak_mb(plan, W1_GRID, 25, 32) <= budget
     assert all(w % 16 == 0 and w >= 32 for w in plan.window)
-    assert plan.count > 4
+    w = plan.window
+    assert w[0] * w[1] * w[2] < 224 * 208 * 144, "the model's window does not fit, so it must shrink"
 
 
 def test_smaller_budget_never_needs_less_memory() -> None:
@@ -34,3 +35,19 @@ def test_smaller_budget_never_needs_less_memory() -> None:
 def test_impossible_budget_is_a_clear_error() -> None:
     with pytest.raises(ProcessingError, match="too small"):
         plan_within_memory(W1_GRID, ROI, "sparse", 0.25, 16, 25, 32, 300)
+
+
+def test_budgeted_window_computes_fewer_voxels_than_shrinking_only_the_slab_axis() -> None:
+    """Many classes (W3-like): the search beats the obvious plan of thinner slabs under the same budget."""
+    from mhub_cpu.inference.sliding_window import make_plan
+
+    grid, classes, budget = (320, 238, 400), 118, 9000
+    chosen = plan_within_memory(grid, ROI, "sparse", 0.25, 32, classes, 32, budget)
+    slab_only = [
+        plan for plan in (make_plan(grid, (224, 224, z), "sparse", 0.25, 32) for z in (144, 112, 80, 64, 32))
+        if estimated_peak_mb(plan, grid, classes, 32) <= budget
+    ]
+    assert slab_only, "some thinner-slab plans must fit, or the comparison is empty"
+    assert estimated_peak_mb(chosen, grid, classes, 32) <= budget
+    computed = lambda plan: plan.count * plan.window[0] * plan.window[1] * plan.window[2]  # noqa: E731
+    assert all(computed(chosen) <= computed(plan) for plan in slab_only)

@@ -27,9 +27,11 @@ def cpu_seconds() -> float:
 
 @dataclass
 class StageTimer:
-    """Collects wall-clock seconds per named stage, in the order the stages ran."""
+    """Collects wall-clock seconds per named stage, in the order the stages ran, and the process's
+    peak RSS at the end of each stage (a stage whose value is higher than the one before set a new peak)."""
 
     stages: dict[str, float] = field(default_factory=dict)
+    peaks_mb: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -41,7 +43,8 @@ class StageTimer:
         finally:
             seconds = time.perf_counter() - start
             self.stages[name] = self.stages.get(name, 0.0) + seconds
-            log(f"{name} done in {seconds:.2f} s")
+            self.peaks_mb[name] = peak_rss_mb()
+            log(f"{name} done in {seconds:.2f} s (peak RSS so far {self.peaks_mb[name]:.0f} MiB)")
 
     @property
     def total_s(self) -> float:

@@ -166,6 +166,7 @@ def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, seg
             "dicom_seg_segments": [label.name for label in segments_written] if segments_written else None,
         },
         "stages_s": {name: round(seconds, 3) for name, seconds in timer.stages.items()},
+        "peak_rss_mb_after_stage": {name: round(mb, 1) for name, mb in timer.peaks_mb.items()},
         "total_s": round(timer.total_s, 3),
         "cpu_s": round(cpu_seconds(), 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),

@@ -29,6 +29,9 @@ MODES = {
         Mode("reference", "reference"),
         Mode("ov-f32", "openvino", "f32"),
         Mode("ov-bf16", "openvino", "bf16"),
+        Mode("ov-int8", "openvino", "int8"),
+        Mode("ov-f32-o0.5", "openvino", "f32", "dense", 0.5),
+        Mode("ov-f32-o0.375", "openvino", "f32", "dense", 0.375),
         Mode("ov-f32-sparse", "openvino", "f32", "sparse", 0.25, True),
         Mode("ov-bf16-sparse", "openvino", "bf16", "sparse", 0.25, True),
         Mode("ov-int8-sparse", "openvino", "int8", "sparse", 0.25, True),
@@ -38,10 +41,11 @@ MODES = {
     )
 }
 
-#: Modes run per workload by default (W3's reference cannot fit in memory; see runner).
+#: Modes run per workload by default (W3's reference cannot fit in memory; see runner). On D, the
+#: dense overlap sweep (0.625, 0.5, 0.375) is what the default overlap is chosen from.
 DEFAULT_PLAN = {
-    "W1": ["reference", "ov-f32", "ov-f32-sparse", "ov-int8-sparse", "ov-f32-sparse-2.5g", "ov-int8-sparse-2.5g"],
+    "W1": ["reference", "ov-f32", "ov-int8", "ov-f32-sparse", "ov-int8-sparse", "ov-f32-sparse-2.5g", "ov-int8-sparse-2.5g"],
     "W2": ["reference", "ov-f32", "ov-f32-sparse", "ov-int8-sparse"],
     "W3": ["reference", "ov-int8-sparse-4g"],
-    "D": ["reference", "ov-f32", "ov-bf16", "ov-f32-sparse", "ov-int8-sparse", "ov-f32-sparse-2.5g", "ov-int8-sparse-2.5g"],
+    "D": ["reference", "ov-f32", "ov-bf16", "ov-int8", "ov-f32-o0.5", "ov-f32-o0.375", "ov-f32-sparse", "ov-int8-sparse", "ov-f32-sparse-2.5g", "ov-int8-sparse-2.5g"],
 }

@@ -55,7 +55,10 @@ class OpenVinoNetwork:
         self.precision = precision
 
     def __call__(self, window: np.ndarray) -> np.ndarray:
-        """Logits (classes × roi) of one single-channel window (roi-shaped float32)."""
+        """Logits (classes × roi) of one single-channel window (roi-shaped float32).
+
+        The array is OpenVINO's own output buffer (no copy): valid, and writable, until the next call.
+        """
         batch = window.reshape(self.input_shape).astype(np.float32, copy=False)
-        result = self._request.infer({0: batch}, share_inputs=True)
+        result = self._request.infer({0: batch}, share_inputs=True, share_outputs=True)
         return np.asarray(result[0])[0]

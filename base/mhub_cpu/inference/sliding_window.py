@@ -154,7 +154,7 @@ class SlabStitcher:
         self._z0 = 0  # first plane held in the buffer
 
     def add(self, start: tuple[int, int, int], logits: np.ndarray) -> None:
-        """Add one window's logits (classes × roi) placed at ``start``."""
+        """Add one window's logits (classes × roi, float32, overwritten) placed at ``start``."""
         x, y, z = start
         if z < self._z0:
             raise ValueError("windows must arrive in non-decreasing order along the last axis")
@@ -162,7 +162,8 @@ class SlabStitcher:
         rx, ry, rz = self.roi
         offset = z - self._z0
         target = self._buffer[:, x : x + rx, y : y + ry, offset : offset + rz]
-        target += logits * self.weights
+        logits *= self.weights  # in place: no second classes × window temporary
+        target += logits
 
     def _advance_to(self, z: int) -> None:
         """Finalise planes [z0, z) and slide the buffer so that it starts at plane ``z``."""
@@ -170,16 +171,33 @@ class SlabStitcher:
         if step <= 0:
             return
         done = min(step, self._buffer.shape[3])
-        self.labels[:, :, self._z0 : self._z0 + done] = np.argmax(self._buffer[..., :done], axis=0)
-        self._buffer[..., : self._buffer.shape[3] - done] = self._buffer[..., done:]
-        self._buffer[..., self._buffer.shape[3] - done :] = 0
+        self.labels[:, :, self._z0 : self._z0 + done] = self._argmax(done)
+        kept = self._buffer.shape[3] - done
+        for channel in self._buffer:  # overlapping copy: NumPy buffers it, so one class at a time
+            channel[..., :kept] = channel[..., done:]
+            channel[..., kept:] = 0
         self._z0 = z
+
+    def _argmax(self, planes: int) -> np.ndarray:
+        """``argmax`` over classes of the first ``planes`` buffered planes, one class at a time.
+
+        Same result as ``np.argmax(buffer[..., :planes], axis=0)`` (first maximum wins), without
+        the contiguous classes × planes copy NumPy makes for a reduction over the first axis.
+        """
+        best = self._buffer[0, ..., :planes].copy()
+        labels = np.zeros(best.shape, dtype=self.labels.dtype)
+        for index in range(1, self._buffer.shape[0]):
+            scores = self._buffer[index, ..., :planes]
+            better = scores > best
+            labels[better] = index
+            np.maximum(best, scores, out=best)
+        return labels
 
     def finish(self) -> np.ndarray:
         """Finalise all remaining planes and return the label volume."""
         remaining = self.shape[2] - self._z0
         if remaining > 0:
-            self.labels[:, :, self._z0 :] = np.argmax(self._buffer[..., :remaining], axis=0)
+            self.labels[:, :, self._z0 :] = self._argmax(remaining)
         self._z0 = self.shape[2]
         return self.labels
 
