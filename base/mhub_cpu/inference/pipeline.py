@@ -12,7 +12,7 @@ from ..errors import ModelError
 from ..progress import StageTimer, log
 from .preprocess import normalize_intensity, prepare, restore_labels, to_canonical
 from .runtime import OpenVinoNetwork
-from .memory import estimated_peak_mb, plan_within_memory
+from .memory import MIB, NetworkFootprint, estimated_peak_mb, plan_within_memory
 from .sliding_window import sliding_window_labels
 
 
@@ -59,11 +59,15 @@ def segment_image(
     if config.get("sigmoid"):
         raise ModelError("sigmoid (multi-label) models are not supported yet")
     classes = int(config["output_classes"])
+    footprint = NetworkFootprint(
+        classes=classes, init_filters=int(config.get("init_filters", 32)),
+        weights_mb=model.xml_path.with_suffix(".bin").stat().st_size / MIB, int8=model.ir_variant == "int8",
+    )
     plan = plan_within_memory(
         prepared.image.shape, roi, settings.strategy, settings.overlap, int(config.get("size_divisor", 16)),
-        classes, int(config.get("init_filters", 32)), settings.max_memory_mb,
+        footprint, settings.max_memory_mb,
     )
-    estimate = estimated_peak_mb(plan, prepared.image.shape, classes, int(config.get("init_filters", 32)))
+    estimate = estimated_peak_mb(plan, prepared.image.shape, footprint)
     log(f"{settings.strategy} windows: {plan.count} of {plan.window}, estimated peak {estimate:.0f} MiB")
     with timer.stage("load network"):
         network = OpenVinoNetwork(model.xml_path, settings.precision, settings.threads, plan.window)
