@@ -72,15 +72,17 @@ def _full_buffer_labels(shape, roi, classes, weights, windows):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("ties", [False, True])
-def test_slab_stitching_equals_full_buffer(seed: int, ties: bool) -> None:
-    """Random logits; with ``ties``, small integers and flat weights, so that classes often tie."""
+@pytest.mark.parametrize("workers", [1, 3])
+def test_slab_stitching_equals_full_buffer(seed: int, ties: bool, workers: int) -> None:
+    """Random logits; with ``ties``, small integers and flat weights, so that classes often tie.
+    With 3 workers, each step runs on 3 slices along X in threads."""
     rng = np.random.default_rng(seed)
     shape, roi, classes = (37, 29, 61), (16, 12, 20), 5
     plan = plan_windows(shape, roi, overlap=0.4)
     weights = np.ones(roi, np.float32) if ties else gaussian_importance(roi)
     draw = (lambda: rng.integers(0, 3, size=(classes, *roi))) if ties else (lambda: rng.normal(size=(classes, *roi)))
     windows = [(start, draw().astype(np.float32)) for start in plan.starts]
-    stitcher = SlabStitcher(shape, roi, classes, weights)
+    stitcher = SlabStitcher(shape, roi, classes, weights, workers)
     for start, logits in windows:
         stitcher.add(start, logits.copy())  # add() overwrites its input
     np.testing.assert_array_equal(stitcher.finish(), _full_buffer_labels(shape, roi, classes, weights, windows))

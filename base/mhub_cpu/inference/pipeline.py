@@ -74,7 +74,7 @@ def segment_image(
     with timer.stage("inference"):
         skip = air_window_test(config) if settings.skip_air else None
         labels, windows = sliding_window_labels(
-            prepared.image, network, plan, classes, settings.blend, skip
+            prepared.image, network, plan, classes, settings.blend, skip, settings.threads
         )
     with timer.stage("restore grid"):
         canonical_labels = restore_labels(labels, prepared)
