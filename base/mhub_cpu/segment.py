@@ -84,6 +84,7 @@ def openvino_segmenter(request: SegmentRequest, bundle: ModelBundle, image: nib.
         "config": converted.config,
         "settings": asdict(settings),
         "windows": result.windows,
+        "window": list(result.window),
         "model_grid_shape": list(result.model_grid_shape),
         "model_spacing_mm": list(result.model_spacing),
     }

@@ -13,7 +13,7 @@ from ..progress import StageTimer, log
 from .preprocess import normalize_intensity, prepare, restore_labels, to_canonical
 from .runtime import OpenVinoNetwork
 from .memory import MIB, NetworkFootprint, estimated_peak_mb, plan_within_memory
-from .sliding_window import sliding_window_labels
+from .sliding_window import make_plan, sliding_window_labels
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class SegmentationResult:
 
     labels: nib.Nifti1Image
     windows: int
+    window: tuple[int, int, int]
     model_grid_shape: tuple[int, int, int]
     model_spacing: tuple[float, float, float]
 
@@ -63,12 +64,15 @@ def segment_image(
         classes=classes, init_filters=int(config.get("init_filters", 32)),
         weights_mb=model.xml_path.with_suffix(".bin").stat().st_size / MIB, int8=model.ir_variant == "int8",
     )
+    divisor = int(config.get("size_divisor", 16))
     plan = plan_within_memory(
-        prepared.image.shape, roi, settings.strategy, settings.overlap, int(config.get("size_divisor", 16)),
-        footprint, settings.max_memory_mb,
+        prepared.image.shape, roi, settings.strategy, settings.overlap, divisor, footprint, settings.max_memory_mb
     )
     estimate = estimated_peak_mb(plan, prepared.image.shape, footprint)
     log(f"{settings.strategy} windows: {plan.count} of {plan.window}, estimated peak {estimate:.0f} MiB")
+    if plan.window != make_plan(prepared.image.shape, roi, settings.strategy, settings.overlap, divisor).window:
+        log(f"warning: windows shrunk to {plan.window} to fit --max-memory {settings.max_memory_mb:.0f} MiB; "
+            "with less context per window the labels differ from the model's own window size")
     with timer.stage("load network"):
         network = OpenVinoNetwork(model.xml_path, settings.precision, settings.threads, plan.window)
     with timer.stage("inference"):
@@ -80,7 +84,7 @@ def segment_image(
         canonical_labels = restore_labels(labels, prepared)
         labels_image = _to_input_orientation(canonical_labels, canonical, image)
     return SegmentationResult(
-        labels=labels_image, windows=windows, model_grid_shape=tuple(prepared.image.shape),  # type: ignore[arg-type]
+        labels=labels_image, windows=windows, window=plan.window, model_grid_shape=tuple(prepared.image.shape),  # type: ignore[arg-type]
         model_spacing=prepared.model_spacing,
     )
 
