@@ -48,4 +48,3 @@ def test_unscaled_array_keeps_stored_type_and_scaling(tmp_path, suffix):
     assert stored.dtype == np.int16
     assert (slope, inter) == (2.0, -1024.0)
     np.testing.assert_array_equal(stored * slope + inter, nib.load(path).get_fdata())
-

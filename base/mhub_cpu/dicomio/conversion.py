@@ -96,7 +96,7 @@ def convert_series(series: DicomSeries, output_path: Path) -> Path:
     return output_path
 
 
-def check_conversion(series: DicomSeries, nifti_path: Path, slices_to_compare: int = 3) -> None:
+def check_conversion(series: DicomSeries, nifti_path: Path) -> None:
     """Verify that the NIfTI grid equals the DICOM grid and its voxels equal the DICOM pixels.
 
     The grid must match up to axis order and flips (see :func:`axis_mapping`); then the first,
