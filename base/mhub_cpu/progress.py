@@ -9,14 +9,33 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
+
 def log(message: str) -> None:
     """Print one progress line on stderr, prefixed with the tool name."""
     print(f"[mhub-cpu] {message}", file=sys.stderr, flush=True)
 
 
+#: Where Linux reports this process's own peak RSS (``VmHWM``, reset by ``execve``).
+PROC_STATUS = "/proc/self/status"
+
+
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (Linux ``ru_maxrss`` is KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process so far, in MiB.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``: the high-water mark of this process's
+    own address space. ``getrusage(RUSAGE_SELF).ru_maxrss`` is *not* used there because it
+    survives ``execve``: a child started by a parent holding 400 MB reports at least 400 MB even
+    when it never uses that much itself. ``ru_maxrss`` is the fallback where ``/proc`` is missing.
+    """
+    try:
+        with open(PROC_STATUS, encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / (1024.0 * 1024.0) if sys.platform == "darwin" else maxrss / 1024.0  # bytes on macOS
 
 
 def cpu_seconds() -> float:
