@@ -101,3 +101,55 @@ def test_settings_match_except_nan_as_null(both):
     expected, ours, *_ = both
     expected_settings = json.loads(json.dumps(expected["settings"]).replace("NaN", "null"))
     assert ours["settings"] == expected_settings
+
+
+def stored_as(path: Path, target: Path, order: tuple[int, int, int], flip: tuple[int, ...] = ()) -> Path:
+    """The same CT on the same patient grid, voxel axes stored in ``order`` and flipped along ``flip``."""
+    import nibabel as nib
+
+    image = nib.load(path)
+    data, affine = np.asarray(image.dataobj), image.affine.copy()
+    data = data.transpose(order)
+    affine[:, :3] = affine[:, list(order)]
+    for axis in flip:
+        data = np.flip(data, axis)
+        affine[:3, 3] += affine[:3, axis] * (data.shape[axis] - 1)
+        affine[:3, axis] *= -1
+    nib.save(nib.Nifti1Image(np.ascontiguousarray(data), affine), target)
+    return target
+
+
+#: Storage orders where bpreg's flip test reads the slice axis's own head-foot component, so bpreg
+#: is the reference: in-plane axes swapped; slice axis swapped with an in-plane one (coronal-like
+#: x, z, y storage); each also stored feet-first.
+BPREG_ORDERS = [((1, 0, 2), ()), ((0, 2, 1), ()), ((0, 2, 1), (1, 2)), ((1, 0, 2), (2,)), ((2, 1, 0), (0,))]
+
+
+@pytest.mark.parametrize("order,flip", BPREG_ORDERS)
+def test_other_axis_orders_match_bpreg(both, tmp_path, order, flip):
+    """bodypart accepts what bpreg accepts: volumes stored in another axis order, same scores as bpreg."""
+    InferenceModel = import_inference_model()
+    expected_json, _, _, _, result = both
+    model_dir = result.qa["model"]["path"]
+    volume = stored_as(CT, tmp_path / "reordered.nii.gz", order, flip)
+    expected = InferenceModel(str(model_dir) + "/", gpu=False).nifti2json(str(volume))
+    run(volume, tmp_path / "out", open_model_dir(Path(model_dir)), Options(precision="f32"))
+    ours = json.loads((tmp_path / "out" / "bpreg.json").read_text())
+    for key in ("cleaned slice scores", "unprocessed slice scores"):
+        a, b = _as_array(expected[key]), _as_array(ours[key])
+        assert a.shape == b.shape and np.nanmax(np.abs(a - b)) <= 1e-4, key
+    assert ours["body part examined tag"] == expected["body part examined tag"]
+    assert ours["reverse z-ordering"] == expected["reverse z-ordering"]
+
+
+@pytest.mark.parametrize("order,flip", [((1, 2, 0), ()), ((2, 0, 1), (0,))])
+def test_three_cycle_orders_score_like_the_axial_original(both, tmp_path, order, flip):
+    """PIR/ILA-like storage: bpreg's flip test reads another axis there (see bodypart/preprocess.py);
+    ours scores the volume as the axial original, slice for slice."""
+    _, original, _, _, result = both
+    volume = stored_as(CT, tmp_path / "reordered.nii.gz", order, flip)
+    run(volume, tmp_path / "out", open_model_dir(Path(result.qa["model"]["path"])), Options(precision="f32"))
+    ours = json.loads((tmp_path / "out" / "bpreg.json").read_text())
+    a, b = _as_array(original["unprocessed slice scores"]), _as_array(ours["unprocessed slice scores"])
+    assert a.shape == b.shape and np.max(np.abs(a - b)) <= 1e-5
+    assert ours["reverse z-ordering"] == original["reverse z-ordering"]

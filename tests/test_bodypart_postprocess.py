@@ -9,7 +9,8 @@ import pytest
 
 from mhub_cpu.bodypart.random_model import LANDMARK_MEANS, inference_settings
 from mhub_cpu.bodypart.modelfiles import InferenceSettings
-from mhub_cpu.bodypart.outputs import bpreg_result, strict
+from mhub_cpu.bodypart.outputs import bpreg_result
+from mhub_cpu.outputs.files import strict
 from mhub_cpu.bodypart.postprocess import body_part_tag, score_curve
 from mhub_cpu.bodypart.qa import coverage_gaps, dicom_term, qa_verdicts
 

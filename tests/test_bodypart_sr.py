@@ -3,6 +3,7 @@ the series is stored and numbered in reverse order; error records for unusable i
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import shutil
@@ -138,17 +139,34 @@ def test_single_slice_is_an_error_record(model, tmp_path):
     assert not (tmp_path / "out" / "bpreg.json").exists()
 
 
-def test_sagittal_stack_and_non_ct_are_refused(model, tmp_path):
+def test_non_ct_is_refused(model, tmp_path):
     image = nib.load(CT_NIFTI)
     data = np.asanyarray(image.dataobj)
-    sagittal = nib.Nifti1Image(np.ascontiguousarray(data.transpose(1, 2, 0)), image.affine[:, [1, 2, 0, 3]])
-    nib.save(sagittal, tmp_path / "sag.nii.gz")
-    with pytest.raises(InputError, match="not axial"):
-        run(tmp_path / "sag.nii.gz", tmp_path / "out1", model, Options())
     nib.save(nib.Nifti1Image((data + 1100).clip(0).astype(np.int16), image.affine), tmp_path / "mr.nii.gz")
     with pytest.raises(InputError, match="do not look like CT"):
         run(tmp_path / "mr.nii.gz", tmp_path / "out2", model, Options())
     assert json.loads((tmp_path / "out2" / "qa.json").read_text())["status"] == "error"
+
+
+def test_a_sagittal_dicom_series_is_refused_before_scoring(model, tmp_path):
+    """Its instances are sagittal planes: the SR could not reference the axial slices scored."""
+    source = tmp_path / "sag"
+    source.mkdir()
+    volume = np.asanyarray(nib.load(CT_NIFTI).dataobj)
+    template = pydicom.dcmread(sorted(CT_DICOM.glob("*.dcm"))[0])
+    series_uid = pydicom.uid.generate_uid()
+    for i in range(volume.shape[0]):
+        ds = copy.deepcopy(template)
+        plane = np.ascontiguousarray(volume[i].T[::-1].astype(np.int16))  # rows: head to feet, columns: A-P
+        ds.Rows, ds.Columns = plane.shape
+        ds.PixelData = plane.tobytes()
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        ds.ImagePositionPatient = [float(i) * 3.0, 0.0, 0.0]
+        ds.SeriesInstanceUID = series_uid
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(source / f"{i:03d}.dcm")
+    with pytest.raises(InputError, match="are not axial"):
+        run(source, tmp_path / "out", model, Options())
 
 
 def test_crop_between_landmarks(model, tmp_path):

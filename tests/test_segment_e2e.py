@@ -57,7 +57,9 @@ def test_outputs_and_report(demo_run: Path) -> None:
     report = json.loads((demo_run / "report.json").read_text())
     assert set(report["stages_s"]) >= {"read input", "preprocess", "inference", "write outputs"}
     assert report["peak_rss_mb"] > 0 and report["inference"]["windows"] > 0
-    assert report["inference"]["settings"]["precision"] == "f32" and report["inference"]["ir_variant"] == "fp32"
+    precision = report["inference"]["precision"]
+    assert precision["mode"] == "f32" and precision["ir_variant"] == "fp32" and precision["compute_hint"] == "f32"
+    assert set(precision["layers"]["Convolution"]) == {"f32"} and "FP32" in precision["cpu"]["openvino_capabilities"]
     assert report["versions"]["openvino"]
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from . import __version__
@@ -132,17 +135,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that staging folders are cleaned up on the way out."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run a subcommand; report :class:`MhubCpuError` as ``error: …`` with its exit code."""
+    """Entry point: run a subcommand; errors become one line ``mhub-cpu: error: …`` and an exit code.
+
+    :class:`MhubCpuError` is a refusal with its own exit code; Ctrl-C exits 130 and SIGTERM 143,
+    both after removing partial results. Any other exception is a bug: one line names it (exit
+    70); ``MHUB_CPU_DEBUG=1`` shows the traceback.
+    """
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
     try:
         return args.func(args)
     except MhubCpuError as exc:
-        print(f"mhub-cpu: error: {exc}", file=sys.stderr)
+        print(f"mhub-cpu: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return exc.exit_code
+    except Terminated:
+        print("mhub-cpu: terminated (SIGTERM); partial results removed", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print("mhub-cpu: interrupted", file=sys.stderr)
+        print("mhub-cpu: interrupted; partial results removed", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if os.environ.get("MHUB_CPU_DEBUG"):
+            raise
+        print(
+            f"mhub-cpu: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            "(a bug in mhub-cpu: please report it with the command line; MHUB_CPU_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 70
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

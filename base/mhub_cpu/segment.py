@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,12 +16,13 @@ from .conversion import ConvertedModel, convert_bundle
 from .conversion.quantize import default_calibration_images, make_quantizer
 from .dicomio import InputVolume, read_input
 from .dicomio.geometry import axis_mapping, dicom_grid_affine_ras
-from .dicomio.nifti import load_nifti
 from .errors import MhubCpuError, ProcessingError
 from .inference.pipeline import InferenceSettings, segment_image
+from .inference.precision import CpuCapabilities, require_compute
 from .outputs.dicom_seg import write_dicom_seg
 from .outputs.preview import write_preview
-from .outputs.report import package_versions, write_json
+from .outputs.files import remove_results, staged_output, write_json
+from .outputs.report import package_versions
 from .progress import StageTimer, cpu_seconds, log, peak_rss_mb
 
 #: ``--precision`` modes: (IR weight format, OpenVINO compute precision).
@@ -54,6 +53,9 @@ class SegmentRequest:
     max_memory_mb: float | None = None
 
 
+#: Every file ``segment`` may write into the output folder.
+OUTPUT_FILES = ("segmentation.dcm", "segmentation.nii.gz", "preview.png", "report.json")
+
 #: A labelling engine: ``(request, bundle, image, timer) -> (labels on image's grid, model facts)``.
 Segmenter = Callable[[SegmentRequest, ModelBundle, nib.Nifti1Image, StageTimer], tuple[nib.Nifti1Image, dict]]
 
@@ -79,6 +81,10 @@ def openvino_segmenter(request: SegmentRequest, bundle: ModelBundle, image: nib.
     result = segment_image(image, converted, settings, timer)
     facts = {
         "engine": "openvino",
+        "precision": {
+            "mode": request.precision, "ir_variant": converted.ir_variant, **result.ran.to_json(),
+            "cpu": CpuCapabilities.query().to_json(),
+        },
         "ir": str(converted.xml_path),
         "ir_variant": converted.ir_variant,
         "config": converted.config,
@@ -94,25 +100,22 @@ def openvino_segmenter(request: SegmentRequest, bundle: ModelBundle, image: nib.
 def run_segment(request: SegmentRequest, segmenter: Segmenter = openvino_segmenter) -> dict:
     """Segment the input and write the result files into ``request.output_dir``.
 
-    Results are assembled in a temporary folder inside the output folder and moved into place
-    only when all of them are complete, so a failed run leaves no partial result behind.
+    Results are assembled in a staging folder inside the output folder and moved into place
+    only when all of them are complete; a failed run leaves no result, not even an earlier one.
 
     Returns:
         The report (also written as ``report.json``).
     """
     if request.precision not in PRECISION_MODES:
         raise ProcessingError(f"unknown precision {request.precision!r}; choose one of {', '.join(PRECISION_MODES)}")
+    require_compute(PRECISION_MODES[request.precision][1])  # before any work
     timer = StageTimer()
-    request.output_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=request.output_dir, prefix=".partial-"))
     try:
-        report = _segment_into(request, staging, timer, segmenter)
-        for produced in sorted(staging.iterdir()):
-            if produced.name == "work":
-                continue
-            produced.replace(request.output_dir / produced.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with staged_output(request.output_dir, OUTPUT_FILES, last="report.json") as staging:
+            report = _segment_into(request, staging, timer, segmenter)
+    except BaseException:
+        remove_results(request.output_dir, OUTPUT_FILES)
+        raise
     for name in report["outputs"].values():
         log(f"wrote {request.output_dir / name}")
     return report
@@ -123,8 +126,14 @@ def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, seg
         volume = read_input(request.input_path, staging / "work", request.series_uid)
     with timer.stage("load model"):
         bundle = load_bundle(str(demo_model_path()) if request.model == "demo" else request.model)
-    image = load_nifti(volume.nifti_path)
+    image = volume.image
     labels_image, facts = segmenter(request, bundle, image, timer)
+    label_map = np.asarray(labels_image.dataobj)
+    if not label_map.any():
+        raise ProcessingError(
+            f"the model found none of its {len(bundle.labels)} structures in this image, so there is no segmentation "
+            "to write (does the image show the body region the model was trained on?)"
+        )
 
     outputs: dict[str, str] = {}
     with timer.stage("write outputs"):
@@ -132,7 +141,6 @@ def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, seg
         outputs["nifti"] = "segmentation.nii.gz"
         write_preview(image, labels_image, bundle.labels, staging / "preview.png")
         outputs["preview"] = "preview.png"
-        label_map = np.asarray(labels_image.dataobj)
         segments_written = None
         if volume.series is not None:
             series = volume.series
@@ -173,7 +181,7 @@ def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, seg
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "outputs": {**outputs, "report": "report.json"},
     }
-    write_json(report, staging / "report.json")
+    write_json(staging / "report.json", report)
     return report
 
 
@@ -184,27 +192,7 @@ def _version_of(model_id: str) -> str:
 
 
 def _input_report(request: SegmentRequest, volume: InputVolume) -> dict:
-    info: dict = {"path": str(request.input_path), "format": "dicom" if volume.series else "nifti"}
-    if volume.series is not None:
-        series = volume.series
-        info.update(
-            series_instance_uid=series.series_instance_uid,
-            study_instance_uid=series.study_instance_uid,
-            instances=len(series.instances),
-            generated_uids=series.generated_uids,
-            sop_uids_from_file_meta=series.sop_uids_from_file_meta,
-        )
-        warnings = []
-        if series.generated_uids:
-            warnings.append(
-                "the source series had blank " + " and ".join(series.generated_uids) + "; the DICOM-SEG "
-                "references generated UIDs that exist in no archive, so it will not link to the source study "
-                "in a PACS until the source is given proper UIDs"
-            )
-        if series.sop_uids_from_file_meta:
-            warnings.append("SOP Class/Instance UIDs were blank in the datasets and were taken from the file meta information")
-        info["warnings"] = warnings
-    return info
+    return {"path": str(request.input_path), **volume.report()}
 
 
 __all__ = ["PRECISION_MODES", "SegmentRequest", "run_segment", "MhubCpuError"]

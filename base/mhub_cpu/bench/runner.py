@@ -13,7 +13,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..outputs.report import package_versions, write_json
+from ..outputs.files import write_json
+from ..outputs.report import package_versions
 from ..progress import log
 from .modes import DEFAULT_PLAN, MODES
 from .workloads import Workload, build_workloads
@@ -153,7 +154,7 @@ def _machine() -> dict:
 
 
 def _write_all(output: Path, records: list[dict]) -> None:
-    write_json({"machine": _machine(), "versions": package_versions(), "records": records}, output / "bench.json")
+    write_json(output / "bench.json", {"machine": _machine(), "versions": package_versions(), "records": records})
     (output / "bench.md").write_text(markdown_table(records, _machine()))
     write_chart(records, output / "bench.png")
 

@@ -24,7 +24,7 @@ import numpy as np
 from scipy.ndimage import zoom
 
 from ..progress import log, peak_rss_mb
-from .outputs import strict, write_atomic, write_json
+from ..outputs.files import strict, write_atomic, write_json
 
 SOURCE_CT = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ct" / "abdomen_3mm.nii.gz"
 MODES = {"faithful": ("f32", False), "fast": ("f32", True), "int8": ("int8", False), "int8-fast": ("int8", True)}

@@ -10,14 +10,14 @@ from .model import PRECISIONS
 
 def _run(args: argparse.Namespace) -> int:
     from .modelfiles import resolve_model
-    from .pipeline import Options, run
-    from .outputs import write_json
-    from ..errors import MhubCpuError
+    from ..outputs.files import prepare_output_dir
+    from .pipeline import Options, run, write_error_record
 
+    prepare_output_dir(Path(args.output))
     try:
         model = resolve_model(args.model)
-    except MhubCpuError as exc:  # no model: still leave an error record
-        write_json(Path(args.output) / "qa.json", {"status": "error", "error": {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}, "input": {"path": str(args.input)}})
+    except BaseException as exc:  # no model: still leave an error record
+        write_error_record(Path(args.output), exc, {"path": str(args.input)})
         raise
     options = Options(
         precision=args.precision, fast=args.fast, crop_from=args.crop_from, crop_to=args.crop_to, series_uid=args.series_uid,

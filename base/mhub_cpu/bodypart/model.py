@@ -10,7 +10,8 @@ calibrated on slices of real CT preprocessed by this engine's own ``prepare_slic
 convolution (one input channel, intensities at 10 HU per INT8 step) and the head (``conv6``,
 ``fc7``) stay in f32: under 1 % of the operations, most of the quantisation error.
 The INT8 IR is cached beside the fp32 one, keyed by the calibration files and settings, and
-compiled with ``INFERENCE_PRECISION_HINT`` f32 for the parts that are not quantised.
+compiled with ``INFERENCE_PRECISION_HINT`` f32 for the parts that are not quantised. Compilation
+and the check of what runs are shared with segmentation (``inference.runtime.compile_for_cpu``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import openvino as ov
 from ..cache import cache_dir
 from ..dicomio.nifti import load_nifti
 from ..errors import ModelError
+from ..inference.precision import require_compute
+from ..inference.runtime import compile_for_cpu
 from ..progress import ProgressCounter, log
 from .modelfiles import ModelDir
 from .preprocess import SIZE
@@ -169,15 +172,12 @@ class ScoreModel:
             raise ModelError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.precision = precision
         self.batch = batch
-        config = {
-            "INFERENCE_PRECISION_HINT": "f32" if precision == "int8" else precision,
-            "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_NUM_THREADS": int(threads or os.cpu_count() or 1),
-        }
+        compute = "f32" if precision == "int8" else precision
+        require_compute(compute)  # before conversion or quantisation
         self.ir_path = quantize(model, calibration) if precision == "int8" else convert(model)
-        core = ov.Core()
-        self.compiled = core.compile_model(core.read_model(self.ir_path), "CPU", config)
+        self.compiled, self.ran = compile_for_cpu(self.ir_path, compute, threads or os.cpu_count() or 1, precision == "int8")
         self.request = self.compiled.create_infer_request()
+        log(f"bpreg network runs {self.ran.summary()}")
 
     def predict(self, slices: np.ndarray) -> np.ndarray:
         scores = np.empty(len(slices), dtype=np.float64)

@@ -1,13 +1,9 @@
-"""bpreg.json (bpreg's nifti2json keys, strict JSON), atomic file writing, landmark cropping."""
+"""bpreg.json (bpreg's nifti2json keys; written as strict JSON) and landmark cropping."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -17,40 +13,6 @@ from .modelfiles import InferenceSettings
 from .postprocess import ScoreCurve, body_part_slices, body_part_tag, landmark_present, landmark_score
 from .preprocess import Orientation
 from .tables import postprocessing
-
-
-def strict(value: Any) -> Any:
-    """JSON-safe copy: NaN and infinities become ``null``, numpy scalars and arrays plain Python."""
-    if isinstance(value, dict):
-        return {str(k): strict(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [strict(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer, int)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    return value
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Strict JSON (``allow_nan=False``), missing values as ``null``."""
-    text = json.dumps(strict(payload), indent=2, allow_nan=False) + "\n"
-    write_atomic(path, text.encode())
 
 
 def bpreg_result(curve: ScoreCurve, settings: InferenceSettings, ignore_invalid_z: bool = False) -> dict:
@@ -106,13 +68,7 @@ def crop_range(curve: ScoreCurve, lookuptable: dict, start: str, end: str) -> tu
 def write_crop(image: nib.Nifti1Image, orient: Orientation, first: int, last: int, path: Path) -> None:
     """Save the slab between two bpreg-order slices as NIfTI, geometry kept (affine shifted)."""
     stored = sorted((int(orient.stored_index(first)), int(orient.stored_index(last))))
-    cropped = image.slicer[:, :, stored[0] : stored[1] + 1]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".crop.", suffix=".nii.gz")
-    os.close(fd)
-    try:
-        nib.save(cropped, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    window: list[slice] = [slice(None)] * 3
+    window[orient.slice_axis] = slice(stored[0], stored[1] + 1)
+    cropped = image.slicer[tuple(window)]
+    nib.save(cropped, path)

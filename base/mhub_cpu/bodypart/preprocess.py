@@ -1,11 +1,18 @@
 """Slices as bpreg's network sees them: HU window, in-plane resampling to 3.5 mm, 128x128 grid.
 
 Reproduces bpreg 1.1.0 (``Nifti2Npy.preprocess_nifti``): the voxel axes are reordered by the
-affine, the whole array is flipped (all three axes) when the slice axis points to the feet,
+affine (any storage order: the voxel axis nearest the patient's head-foot axis becomes the slice
+axis), the whole array is flipped (all three axes) when the slice axis points to the feet,
 HU are clipped to [-1000, 1500] and scaled to [-1, 1], each slice is Gaussian-blurred
 (sigma 0.8 px at a downscaling factor of 0.25, truncate 3, reflecting borders) and resized
 bilinearly (OpenCV ``INTER_LINEAR`` geometry: half-pixel centres, clamped borders) to 3.5 mm
 pixels, then padded with -1 or centre-cropped to 128x128.
+
+bpreg decides the flip from ``affine[j, 2]`` where ``j`` is the voxel axis nearest head-foot;
+that is the slice axis's own head-foot component ``affine[2, j]`` only when ``j`` is 2 or the
+storage order swaps ``j`` with axis 2. For the other orders (e.g. PIR, ILA) bpreg reads the
+component of another axis, and we use the slice axis's own (so the same CT stored in any order
+scores the same); the two agree for every axial-stored volume.
 
 Blur and resize are linear and separable, so each slice is computed as ``Mx @ slice @ My.T``
 with small precomputed float32 matrices, one slab of slices at a time as two plain matrix
@@ -42,16 +49,21 @@ class Orientation:
     """How the stored voxel array maps to bpreg's (x, y, z-ascending-to-head) array.
 
     Attributes:
-        swap_xy: the two in-plane voxel axes are exchanged (bpreg's axis reordering).
+        axes: The stored voxel axis that becomes bpreg's x, y and z (slice) axis.
         flip: the slice axis points to the feet, so bpreg flips all three axes.
         spacing: voxel spacing (x, y, z) in mm after reordering.
         n_slices: number of slices.
     """
 
-    swap_xy: bool
+    axes: tuple[int, int, int]
     flip: bool
     spacing: tuple[float, float, float]
     n_slices: int
+
+    @property
+    def slice_axis(self) -> int:
+        """The stored voxel axis along which the slices are stacked."""
+        return self.axes[2]
 
     def stored_index(self, processed_index: np.ndarray | int) -> np.ndarray | int:
         """Index along the stored slice axis of a slice in bpreg's (processed) order."""
@@ -65,32 +77,27 @@ class PreparedSlices:
     slices: np.ndarray  # (n, 128, 128) float32
     indices: np.ndarray  # processed-order index of each row of ``slices``
     orientation: Orientation
-    hu_range: tuple[float, float]
 
 
 def orientation_of(image: nib.Nifti1Image) -> Orientation:
-    """bpreg's axis ordering from the affine; refuse stacks whose slice axis is not head-foot.
+    """bpreg's axis ordering from the affine, for volumes stored in any axis order.
 
     Raises:
-        InputError: not a 3-D volume, the slice (third) voxel axis is not the one closest to the
-            patient's head-foot axis (sagittal or coronal stack), or the axes are ambiguous.
+        InputError: not a 3-D volume, or too oblique to tell its axes apart.
     """
     if len(image.shape) != 3:
         raise InputError(f"expected a 3-D CT volume, got array shape {image.shape}")
     rotation = np.asarray(image.affine[:3, :3], dtype=float)
-    ordering = np.argmax(np.abs(rotation), axis=0)
+    ordering = np.argmax(np.abs(rotation), axis=0)  # patient axis nearest each voxel axis
     if sorted(ordering.tolist()) != [0, 1, 2]:
         raise InputError("the volume is too oblique to tell its axial, coronal and sagittal axes apart")
-    if ordering[2] != 2:
-        names = {0: "left-right", 1: "anterior-posterior"}
-        raise InputError(
-            f"the volume is not axial: its slices are stacked along the {names[int(ordering[2])]} axis; "
-            "body part regression scores axial slices only"
-        )
+    axes = tuple(int(a) for a in np.argsort(ordering))
     zooms = [float(z) for z in image.header.get_zooms()[:3]]
-    swap = bool(ordering[0] == 1)
-    spacing = (zooms[1], zooms[0], zooms[2]) if swap else (zooms[0], zooms[1], zooms[2])
-    return Orientation(swap_xy=swap, flip=bool(rotation[2, 2] < 0), spacing=spacing, n_slices=int(image.shape[2]))
+    spacing = (zooms[axes[0]], zooms[axes[1]], zooms[axes[2]])
+    return Orientation(
+        axes=axes, flip=bool(rotation[2, axes[2]] < 0), spacing=spacing,  # type: ignore[arg-type]
+        n_slices=int(image.shape[axes[2]]),
+    )
 
 
 def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
@@ -136,9 +143,8 @@ def axis_operator(n_in: int, spacing: float) -> tuple[np.ndarray, tuple[int, int
 def prepare_slices(image: nib.Nifti1Image, indices: np.ndarray | None = None) -> PreparedSlices:
     """Network input for the slices at ``indices`` (bpreg order; all slices when ``None``)."""
     orient = orientation_of(image)
-    n = orient.n_slices
-    indices = np.arange(n) if indices is None else np.asarray(indices, dtype=int)
-    nx, ny = (image.shape[1], image.shape[0]) if orient.swap_xy else (image.shape[0], image.shape[1])
+    indices = np.arange(orient.n_slices) if indices is None else np.asarray(indices, dtype=int)
+    nx, ny = image.shape[orient.axes[0]], image.shape[orient.axes[1]]
     mx, (px0, px1) = axis_operator(nx, orient.spacing[0])
     my, (py0, py1) = axis_operator(ny, orient.spacing[1])
     if orient.flip:  # bpreg flips the in-plane axes as well as the slice axis
@@ -149,24 +155,20 @@ def prepare_slices(image: nib.Nifti1Image, indices: np.ndarray | None = None) ->
     out = np.full((len(indices), SIZE, SIZE), PAD_VALUE, dtype=np.float32)
     stored = np.asarray(orient.stored_index(indices))
     order = np.argsort(stored)  # read the file front to back
-    lo, hi = np.inf, -np.inf
     stored_data, slope, inter = unscaled_array(image)
-    by_slice = stored_data.T  # (z, j, i): C-contiguous for NIfTI's Fortran-ordered arrays
+    # (z, y, x) in bpreg's axes: C-contiguous for axial-stored NIfTI (Fortran order), a view otherwise
+    by_slice = stored_data.transpose(orient.axes[2], orient.axes[1], orient.axes[0])
     progress = ProgressCounter("preprocessing slices", len(indices))
     for start in range(0, len(order), SLAB):
         rows = order[start : start + SLAB]
-        slab = by_slice[stored[rows]].astype(np.float32)  # (k, j, i) = (k, y, x), or (k, x, y) when swapped
+        slab = by_slice[stored[rows]].astype(np.float32)  # (k, y, x)
         if (slope, inter) != (1.0, 0.0):
             slab = slab * np.float32(slope) + np.float32(inter)
-        lo, hi = min(lo, float(slab.min())), max(hi, float(slab.max()))
         np.clip(slab, MIN_HU, MAX_HU, out=slab)
-        # slab[k] is the bpreg slice A (x, y) when swapped, else A.T (y, x); both products are plain GEMMs
-        first, second = (my32, mx32) if orient.swap_xy else (mx32, my32)
+        # slab[k] is bpreg's slice A (x, y) transposed; A' = Mx A My^T as two plain GEMMs
         k, n1, n2 = slab.shape
-        half = (slab.reshape(k * n1, n2) @ first.T).reshape(k, n1, -1)
-        resized = (np.ascontiguousarray(half.transpose(0, 2, 1)).reshape(-1, n1) @ second.T).reshape(k, half.shape[2], -1)
-        if orient.swap_xy:
-            resized = resized.transpose(0, 2, 1)
+        half = (slab.reshape(k * n1, n2) @ mx32.T).reshape(k, n1, -1)  # (k, y, X)
+        resized = (np.ascontiguousarray(half.transpose(0, 2, 1)).reshape(-1, n1) @ my32.T).reshape(k, half.shape[2], -1)
         out[rows, px0 : SIZE - px1, py0 : SIZE - py1] = resized * scale + offset
         progress.update(min(start + SLAB, len(order)))
-    return PreparedSlices(slices=out, indices=indices, orientation=orient, hu_range=(lo, hi))
+    return PreparedSlices(slices=out, indices=indices, orientation=orient)

@@ -31,7 +31,7 @@ from pydicom.uid import generate_uid
 from .. import __name__ as package_name
 from ..errors import ProcessingError
 from .modelfiles import InferenceSettings
-from .outputs import write_atomic
+from ..outputs.files import write_atomic
 from .postprocess import ScoreCurve, landmark_present, landmark_score
 from .preprocess import Orientation
 from .tables import idc_codes
@@ -93,7 +93,10 @@ def slice_instances(series, image: nib.Nifti1Image, orient: Orientation) -> list
     normal = np.cross(orientation[:3], orientation[3:])
     positions = np.array([np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)) for ds in series.instances])
     stored = np.asarray(orient.stored_index(np.arange(orient.n_slices)))
-    corners = image.affine @ np.stack([np.zeros_like(stored), np.zeros_like(stored), stored, np.ones_like(stored)])
+    voxels = np.zeros((4, len(stored)))
+    voxels[orient.slice_axis] = stored
+    voxels[3] = 1.0
+    corners = image.affine @ voxels
     slice_positions = (NIFTI_TO_DICOM @ corners[:3]).T @ normal
     nearest = np.abs(slice_positions[:, None] - positions[None, :]).argmin(axis=1)
     error = np.abs(slice_positions - positions[nearest])

@@ -10,7 +10,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pydicom
-from pydicom.pixels import apply_modality_lut
+from pydicom.pixels import apply_modality_lut, get_decoder
 
 from ..errors import InputError
 from ..progress import log
@@ -35,21 +35,46 @@ def dcm2niix_binary() -> str:
         return found
 
 
+def transfer_syntax_problem(dataset: pydicom.Dataset) -> str | None:
+    """Why the Pixel Data of ``dataset`` cannot be decoded here, naming its transfer syntax; else None."""
+    meta = getattr(dataset, "file_meta", None)
+    uid = pydicom.uid.UID(str(meta.get("TransferSyntaxUID", "") or "")) if meta is not None else pydicom.uid.UID("")
+    if not uid:
+        return "the file meta information names no Transfer Syntax UID (0002,0010)"
+    if uid in NATIVE_SYNTAXES:
+        return None
+    described = f"transfer syntax {uid.name} ({uid})" if uid.is_transfer_syntax else f"unknown transfer syntax {uid}"
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError:
+        return f"{described} is not supported by this tool (no pixel data decoder exists for it in pydicom)"
+    if not decoder.is_available:
+        missing = "; ".join(decoder.missing_dependencies)
+        return f"{described} needs a decoder plugin that is not installed" + (f" ({missing})" if missing else "")
+    return None
+
+
 def verify_pixel_data(series: DicomSeries) -> None:
     """Refuse truncated or undecodable Pixel Data (7FE0,0010) in any instance of the series.
 
     pydicom reads a truncated native Pixel Data element without complaint, so its length is
     compared with Rows × Columns × Samples × BitsAllocated / 8; encapsulated (compressed) data is
-    decoded.
+    decoded. A transfer syntax no installed decoder reads is named in the refusal.
     """
     for path in series.files:
         try:
             dataset = pydicom.dcmread(path)
-            if "PixelData" not in dataset:
-                raise InputError(f"{path} has no Pixel Data")
+        except Exception as exc:  # noqa: BLE001 - pydicom raises many types for broken files
+            raise InputError(f"cannot read {path}: {exc}") from exc
+        if "PixelData" not in dataset or dataset.PixelData in (None, b""):
+            raise InputError(f"{path} has no Pixel Data (7FE0,0010)")
+        problem = transfer_syntax_problem(dataset)
+        if problem:
+            raise InputError(f"cannot decode the pixel data of {path.name}: {problem}")
+        try:
             if dataset.file_meta.TransferSyntaxUID in NATIVE_SYNTAXES:
                 expected = (
-                    int(dataset.Rows) * int(dataset.Columns) * int(dataset.get("SamplesPerPixel", 1))
+                    int(dataset.Rows) * int(dataset.Columns) * int(dataset.get("SamplesPerPixel", 1) or 1)
                     * int(dataset.BitsAllocated) // 8
                 )
                 if len(dataset.PixelData) < expected:
@@ -57,12 +82,20 @@ def verify_pixel_data(series: DicomSeries) -> None:
                         f"truncated DICOM file {path}: Pixel Data has {len(dataset.PixelData)} bytes, "
                         f"{expected} expected"
                     )
-            else:
-                dataset.pixel_array  # noqa: B018 - decoding is the check
+            pixels = dataset.pixel_array
         except InputError:
             raise
         except Exception as exc:  # pydicom/decoders raise many types for corrupt data
-            raise InputError(f"cannot decode pixel data of {path}: {exc}") from exc
+            raise InputError(f"cannot decode the pixel data of {path.name}: {_one_line(exc)}") from exc
+        if pixels.ndim != 2:
+            raise InputError(
+                f"{path.name} holds pixel data of shape {pixels.shape}; one grey-scale frame per file is needed "
+                "(multi-frame or colour images are not supported)"
+            )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def convert_series(series: DicomSeries, output_path: Path) -> Path:
@@ -86,9 +119,11 @@ def convert_series(series: DicomSeries, output_path: Path) -> Path:
         result = subprocess.run(command, capture_output=True, text=True)
         produced = sorted(target.glob("*.nii*"))
         if result.returncode != 0 or len(produced) != 1:
+            said = [line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+            reasons = [line for line in said if line.lower().startswith(("error", "warning"))] or said[-1:]
             raise InputError(
-                f"dcm2niix could not convert series {series.series_instance_uid} "
-                f"(exit {result.returncode}, {len(produced)} volumes):\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+                f"dcm2niix could not convert series {series.series_instance_uid} into one volume "
+                f"(exit {result.returncode}, {len(produced)} volumes): {' | '.join(reasons[-3:])}"
             )
         output_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(produced[0], output_path)

@@ -11,6 +11,7 @@ from ..conversion import ConvertedModel
 from ..errors import ModelError
 from ..progress import StageTimer, log
 from .preprocess import normalize_intensity, prepare, restore_labels, to_canonical
+from .precision import RunPrecision
 from .runtime import OpenVinoNetwork
 from .memory import MIB, NetworkFootprint, estimated_peak_mb, plan_within_memory
 from .sliding_window import make_plan, sliding_window_labels
@@ -22,7 +23,7 @@ class InferenceSettings:
 
     overlap: float = 0.625
     blend: str = "gaussian"
-    precision: str = "f32"
+    compute: str = "f32"  # INFERENCE_PRECISION_HINT
     threads: int | None = None
     strategy: str = "dense"
     skip_air: bool = False
@@ -38,6 +39,7 @@ class SegmentationResult:
     window: tuple[int, int, int]
     model_grid_shape: tuple[int, int, int]
     model_spacing: tuple[float, float, float]
+    ran: RunPrecision
 
 
 def segment_image(
@@ -55,7 +57,7 @@ def segment_image(
         prepared = prepare(canonical, config)
         log(
             f"model grid {prepared.image.shape} at {tuple(round(s, 3) for s in prepared.model_spacing)} mm, "
-            f"window {roi}, overlap {settings.overlap}, {settings.precision}"
+            f"window {roi}, overlap {settings.overlap}, {settings.compute}"
         )
     if config.get("sigmoid"):
         raise ModelError("sigmoid (multi-label) models are not supported yet")
@@ -74,7 +76,10 @@ def segment_image(
         log(f"warning: windows shrunk to {plan.window} to fit --max-memory {settings.max_memory_mb:.0f} MiB; "
             "with less context per window the labels differ from the model's own window size")
     with timer.stage("load network"):
-        network = OpenVinoNetwork(model.xml_path, settings.precision, settings.threads, plan.window)
+        network = OpenVinoNetwork(
+            model.xml_path, settings.compute, settings.threads, plan.window, int8=model.ir_variant == "int8"
+        )
+        log(f"network runs {network.ran.summary()}")
     with timer.stage("inference"):
         skip = air_window_test(config) if settings.skip_air else None
         labels, windows = sliding_window_labels(
@@ -85,7 +90,7 @@ def segment_image(
         labels_image = _to_input_orientation(canonical_labels, canonical, image)
     return SegmentationResult(
         labels=labels_image, windows=windows, window=plan.window, model_grid_shape=tuple(prepared.image.shape),  # type: ignore[arg-type]
-        model_spacing=prepared.model_spacing,
+        model_spacing=prepared.model_spacing, ran=network.ran,
     )
 
 

@@ -1,0 +1,95 @@
+"""Checks of the voxel volume itself, the same for DICOM and NIfTI input.
+
+A NIfTI file carries no modality, so "is this CT?" is answered from the intensities, for both
+formats alike: CT in Hounsfield units has air (about −1000 HU) in the field of view, or the
+padding scanners write outside a circular field of view (−1024 HU and lower). An MR, PET or
+unscaled CT volume has no voxel below −500 and is refused.
+
+Non-finite voxels (NaN, ±Inf: some converters write NaN outside the reconstructed field of view)
+are replaced by :data:`NON_FINITE_FILL_HU` (air) in a working copy, and the report says how many;
+a volume with no finite voxel at all is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import InputError
+from ..progress import log
+from .nifti import load_nifti, unscaled_array
+
+#: HU written where the input had NaN or ±Inf: air, as outside a scanner's field of view.
+NON_FINITE_FILL_HU = -1024.0
+#: A CT must have voxels at or below this density (HU): air or out-of-field padding.
+AIR_BELOW_HU = -500.0
+
+
+@dataclass(frozen=True)
+class VolumeCheck:
+    """What the volume check found: intensity range (HU) and replaced non-finite voxels."""
+
+    hu_range: tuple[float, float]
+    non_finite_voxels: int = 0
+
+    def report(self) -> dict:
+        info: dict = {"hu_range": [round(self.hu_range[0], 1), round(self.hu_range[1], 1)]}
+        if self.non_finite_voxels:
+            info["non_finite_voxels"] = {"count": self.non_finite_voxels, "replaced_by_hu": NON_FINITE_FILL_HU}
+        return info
+
+
+def checked_volume(path: Path, work_dir: Path) -> tuple[nib.Nifti1Image, VolumeCheck]:
+    """Load the volume at ``path`` and check it is a 3-D CT in HU (fixing non-finite voxels).
+
+    Returns:
+        The image to process (a working copy when non-finite voxels were replaced) and the check.
+
+    Raises:
+        InputError: not a readable 3-D volume, no finite voxel, or intensities that are not CT.
+    """
+    try:
+        image = load_nifti(path)
+    except Exception as exc:  # nibabel raises many types for broken files
+        raise InputError(f"cannot read {path} as NIfTI: {exc}") from exc
+    shape = tuple(int(n) for n in image.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        image = image.slicer[..., 0]
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise InputError(f"{path.name} has shape {shape}: a 3-D volume is needed (a time series or vector image is not a CT)")
+    if min(shape) < 1:
+        raise InputError(f"{path.name} has no voxels (shape {shape})")
+    try:
+        stored, slope, inter = unscaled_array(image)
+        low, high = float(np.min(stored)), float(np.max(stored))
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(f"cannot read the voxels of {path.name}: {exc}") from exc
+    non_finite = 0
+    if np.issubdtype(stored.dtype, np.floating) and not (np.isfinite(low) and np.isfinite(high)):
+        finite = np.isfinite(stored)
+        non_finite = int(finite.size - np.count_nonzero(finite))
+        if non_finite == finite.size:
+            raise InputError(f"{path.name} holds no finite voxel (all NaN or infinite)")
+        fill = (NON_FINITE_FILL_HU - inter) / slope if slope else NON_FINITE_FILL_HU
+        cleaned = np.where(finite, stored, np.float32(fill)).astype(stored.dtype, copy=False)
+        low, high = float(cleaned.min()), float(cleaned.max())
+        work_dir.mkdir(parents=True, exist_ok=True)
+        header = image.header.copy()
+        image = nib.Nifti1Image(cleaned, image.affine, header)
+        image.header.set_slope_inter(slope, inter)
+        fixed = work_dir / "finite.nii"
+        nib.save(image, fixed)
+        image = load_nifti(fixed)
+        log(f"warning: {non_finite} NaN/infinite voxels replaced by {NON_FINITE_FILL_HU:g} HU (air)")
+    low, high = sorted((low * slope + inter, high * slope + inter))
+    if low > AIR_BELOW_HU or high <= low:
+        raise InputError(
+            f"intensities {low:g}..{high:g} do not look like CT in Hounsfield units "
+            f"(a CT has air or padding at or below {AIR_BELOW_HU:g} HU); "
+            "these models need CT, not MR, PET or unscaled data"
+        )
+    return image, VolumeCheck(hu_range=(low, high), non_finite_voxels=non_finite)
