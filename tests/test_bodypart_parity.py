@@ -119,10 +119,11 @@ def stored_as(path: Path, target: Path, order: tuple[int, int, int], flip: tuple
     return target
 
 
-#: Storage orders where bpreg's flip test reads the slice axis's own head-foot component, so bpreg
-#: is the reference: in-plane axes swapped; slice axis swapped with an in-plane one (coronal-like
-#: x, z, y storage); each also stored feet-first.
-BPREG_ORDERS = [((1, 0, 2), ()), ((0, 2, 1), ()), ((0, 2, 1), (1, 2)), ((1, 0, 2), (2,)), ((2, 1, 0), (0,))]
+#: Storage orders where bpreg's feet-first test (the sign of ``affine[j, 2]``, ``j`` the voxel axis
+#: nearest head-foot) agrees with the slice axis's own direction (``affine[2, j]``), so bpreg is the
+#: reference: in-plane axes swapped; the slice axis swapped with an in-plane one (x, z, y and z, y, x
+#: storage, both axes of the swap in the same direction); feet-first storage.
+BPREG_ORDERS = [((1, 0, 2), ()), ((0, 2, 1), ()), ((0, 2, 1), (1, 2)), ((1, 0, 2), (2,)), ((2, 1, 0), (0, 2))]
 
 
 @pytest.mark.parametrize("order,flip", BPREG_ORDERS)
@@ -132,6 +133,11 @@ def test_other_axis_orders_match_bpreg(both, tmp_path, order, flip):
     expected_json, _, _, _, result = both
     model_dir = result.qa["model"]["path"]
     volume = stored_as(CT, tmp_path / "reordered.nii.gz", order, flip)
+    import nibabel as nib
+
+    affine = nib.load(volume).affine
+    j = int(np.argmax(np.abs(affine[:3, :3]), axis=0).tolist().index(2))
+    assert np.sign(affine[j, 2]) == np.sign(affine[2, j]), "an order where bpreg's flip test reads another axis"
     expected = InferenceModel(str(model_dir) + "/", gpu=False).nifti2json(str(volume))
     run(volume, tmp_path / "out", open_model_dir(Path(model_dir)), Options(precision="f32"))
     ours = json.loads((tmp_path / "out" / "bpreg.json").read_text())
@@ -142,14 +148,18 @@ def test_other_axis_orders_match_bpreg(both, tmp_path, order, flip):
     assert ours["reverse z-ordering"] == expected["reverse z-ordering"]
 
 
-@pytest.mark.parametrize("order,flip", [((1, 2, 0), ()), ((2, 0, 1), (0,))])
+@pytest.mark.parametrize("order,flip", [((1, 2, 0), ()), ((2, 0, 1), ()), ((2, 0, 1), (0,)), ((1, 2, 0), (1, 2))])
 def test_three_cycle_orders_score_like_the_axial_original(both, tmp_path, order, flip):
     """PIR/ILA-like storage: bpreg's flip test reads another axis there (see bodypart/preprocess.py);
-    ours scores the volume as the axial original, slice for slice."""
-    _, original, _, _, result = both
+    ours scores the volume as the axial-stored volume with the same axis directions, slice for slice."""
+    _, _, _, _, result = both
+    model = open_model_dir(Path(result.qa["model"]["path"]))
+    axial = stored_as(CT, tmp_path / "axial.nii.gz", (0, 1, 2), tuple(order[axis] for axis in flip))
     volume = stored_as(CT, tmp_path / "reordered.nii.gz", order, flip)
-    run(volume, tmp_path / "out", open_model_dir(Path(result.qa["model"]["path"])), Options(precision="f32"))
-    ours = json.loads((tmp_path / "out" / "bpreg.json").read_text())
-    a, b = _as_array(original["unprocessed slice scores"]), _as_array(ours["unprocessed slice scores"])
+    scores = []
+    for name, path in (("axial", axial), ("reordered", volume)):
+        run(path, tmp_path / name, model, Options(precision="f32"))
+        scores.append(json.loads((tmp_path / name / "bpreg.json").read_text()))
+    a, b = (_as_array(s["unprocessed slice scores"]) for s in scores)
     assert a.shape == b.shape and np.max(np.abs(a - b)) <= 1e-5
-    assert ours["reverse z-ordering"] == original["reverse z-ordering"]
+    assert scores[0]["reverse z-ordering"] == scores[1]["reverse z-ordering"]

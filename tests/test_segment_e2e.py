@@ -126,7 +126,7 @@ def test_scanner_series_runs_and_reports_generated_uids(demo_model: Path, tmp_pa
     result = run_cli("segment", "--input", str(SCANNER_DICOM), "--output", str(tmp_path), "--model", str(demo_model), "--seg-type", "LABELMAP")
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["input"]["generated_uids"] == ["StudyInstanceUID", "SeriesInstanceUID"]
+    assert sorted(report["input"]["generated_uids"]) == ["SeriesInstanceUID", "StudyInstanceUID"]
     assert any("generated UIDs" in warning for warning in report["input"]["warnings"])
     seg = hd.seg.segread(tmp_path / "segmentation.dcm")
     assert seg.SegmentationType == "LABELMAP"

@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..inference.precision import CpuCapabilities
 from ..outputs.files import write_json
 from ..outputs.report import package_versions
 from ..progress import log
@@ -150,7 +151,11 @@ def _machine() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(_memory_bytes() / 2**30, 1)}
+    capabilities = CpuCapabilities.query()
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(_memory_bytes() / 2**30, 1),
+        "openvino_capabilities": list(capabilities.openvino), "cpu_flags": list(capabilities.flags),
+    }
 
 
 def _write_all(output: Path, records: list[dict]) -> None:
@@ -165,8 +170,11 @@ def _fmt(value, digits: int = 1) -> str:
 
 def markdown_table(records: list[dict], machine: dict) -> str:
     lines = [
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB. "
-        "Wall = DICOM in → DICOM-SEG out, in a fresh process (IR already converted and cached).",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB; "
+        f"OpenVINO capabilities {', '.join(machine.get('openvino_capabilities', []))}; "
+        f"CPU flags {', '.join(machine.get('cpu_flags', [])) or 'none of note'}. "
+        "Wall = DICOM in → DICOM-SEG out, in a fresh process (IR already converted and cached). "
+        "Peak RSS: the run's own high-water mark (VmHWM), reported by the run itself.",
         "",
         "| workload | mode | wall s | inference s | CPU s | peak RSS MiB | windows | speedup | Dice mean | Dice min |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import zoom
 
+from ..inference.precision import CpuCapabilities
 from ..progress import log, peak_rss_mb
 from ..outputs.files import strict, write_atomic, write_json
 
@@ -150,13 +152,16 @@ def summarize(runs: dict, n_slices: int) -> dict:
     return {
         "volume": f"512x512x{n_slices} int16 NIfTI (gz), resampled from abdomen_3mm.nii.gz",
         "weights": "random convolutions (seed 3), read-out fitted to slice height on abdomen_3mm.nii.gz",
+        "machine": CpuCapabilities.query().describe(),
         "runs": rows,
     }
 
 
 def markdown(summary: dict) -> str:
     lines = [
-        f"Body part regression benchmark: {summary['volume']}; weights: {summary['weights']}",
+        f"Body part regression benchmark: {summary['volume']}; weights: {summary['weights']}.",
+        f"Machine: {summary.get('machine', 'not recorded')}, {os.cpu_count()} cores. Peak RSS: each run's own "
+        "high-water mark (VmHWM), reported by the run's process itself.",
         "",
         "| run | time (s) | speed-up vs bpreg | peak RSS (MiB) | tag | vs bpreg: same tag/flags | max abs diff cleaned "
         "| max abs diff unprocessed | vs faithful: same tag/flags | max abs diff cleaned | max abs diff unprocessed |",

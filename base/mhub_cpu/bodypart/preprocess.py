@@ -11,8 +11,8 @@ pixels, then padded with -1 or centre-cropped to 128x128.
 bpreg decides the flip from ``affine[j, 2]`` where ``j`` is the voxel axis nearest head-foot;
 that is the slice axis's own head-foot component ``affine[2, j]`` only when ``j`` is 2 or the
 storage order swaps ``j`` with axis 2. For the other orders (e.g. PIR, ILA) bpreg reads the
-component of another axis, and we use the slice axis's own (so the same CT stored in any order
-scores the same); the two agree for every axial-stored volume.
+component of another axis, and we use the slice axis's own (so a CT scores the same in any axis
+order); the two agree for every axial-stored volume.
 
 Blur and resize are linear and separable, so each slice is computed as ``Mx @ slice @ My.T``
 with small precomputed float32 matrices, one slab of slices at a time as two plain matrix
