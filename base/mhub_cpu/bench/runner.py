@@ -17,6 +17,7 @@ from ..inference.precision import CpuCapabilities
 from ..outputs.files import write_json
 from ..outputs.report import package_versions
 from ..progress import log
+from ..segment import PRECISION_MODES
 from .modes import DEFAULT_PLAN, MODES
 from .workloads import Workload, build_workloads
 
@@ -109,6 +110,12 @@ def run_bench(output: Path, workloads: list[str], plan: dict[str, list[str]] | N
         for mode_name in modes:
             mode = MODES[mode_name]
             record = {"workload": workload.name, "mode": mode_name, "description": mode.describe()}
+            compute = PRECISION_MODES[mode.precision][1]
+            if mode.engine == "openvino" and not CpuCapabilities.query().supports(compute):
+                record.update(status=f"not run: this CPU has no native {compute}")
+                records.append(record)
+                log(f"{workload.name}/{mode_name}: {record['status']}")
+                continue
             estimate = reference_memory_estimate(workload) if mode.engine == "reference" else None
             if estimate is not None and estimate > 0.8 * _memory_bytes():
                 record.update(status="not run: out of memory", reason=(
