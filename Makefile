@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench bench-bodypart venv clean
+.PHONY: demo test test-emulated-cpu bench bench-bodypart venv clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,17 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# The precision tests on an emulated AVX2-only AMD EPYC (no AVX-512, VNNI or bf16), through QEMU's
+# user-mode emulator (Debian package qemu-user): OpenVINO sees that CPU's capabilities.
+EMULATED_CPU ?= EPYC-Rome-v1
+# The IRs are converted natively first (conversion under emulation takes far longer than the tests).
+EMULATED_CACHE := output/emulated-cpu-cache
+test-emulated-cpu: $(STAMP)
+	MHUB_CPU_CACHE=$(EMULATED_CACHE) $(VENV)/bin/mhub-cpu convert --model demo --precision f32 > /dev/null
+	MHUB_CPU_CACHE=$(EMULATED_CACHE) $(VENV)/bin/mhub-cpu convert --model demo --precision int8 > /dev/null
+	MHUB_CPU_TEST_CACHE=$(EMULATED_CACHE) MHUB_CPU_EMULATED=avx2-only qemu-x86_64 -cpu $(EMULATED_CPU) \
+		$(PY) -m pytest -p no:cacheprovider -m "emulated or not emulated" tests/test_precision.py
 
 bench: $(STAMP)
 	$(VENV)/bin/mhub-cpu bench --output output/bench

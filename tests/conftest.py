@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +23,13 @@ SCANNER_DICOM = SHARED / "ct" / "upper_abdomen_scanner_dicom"
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Point the model/IR cache at a per-session folder so tests never touch the user's cache."""
-    cache = tmp_path_factory.mktemp("mhub-cpu-cache")
+    """Point the model/IR cache at a per-session folder so tests never touch the user's cache.
+
+    ``MHUB_CPU_TEST_CACHE`` names a prepared cache instead (``make test-emulated-cpu`` converts the
+    IRs natively first: converting under CPU emulation would take far longer than the tests).
+    """
+    prepared = os.environ.get("MHUB_CPU_TEST_CACHE")
+    cache = Path(prepared) if prepared else tmp_path_factory.mktemp("mhub-cpu-cache")
     os.environ["MHUB_CPU_CACHE"] = str(cache)
     return cache
 
@@ -59,3 +67,33 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def scratch(tmp_path: Path) -> Path:
     yield tmp_path
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+class LocalFileServer:
+    """A file server on 127.0.0.1 that counts requests."""
+
+    def __init__(self, root: Path):
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - http.server API
+                outer.requests += 1
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import threading
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import LocalFileServer
 from mhub_cpu.auto3dseg import bundle as bundle_module
 from mhub_cpu.auto3dseg.bundle import load_bundle
 from mhub_cpu.auto3dseg.catalog import CatalogEntry, find_entry
@@ -71,42 +69,12 @@ def test_catalogue_resolves_names_to_current_versions() -> None:
     assert find_entry("abdominal-organs-v2.0.0") == entry
 
 
-class _Server:
-    """A file server on 127.0.0.1 that counts requests."""
-
-    def __init__(self, root: Path):
-        self.requests = 0
-        outer = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server API
-                outer.requests += 1
-                super().do_GET()
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/{name}"
-
-
 def test_download_once_then_offline(tmp_path: Path, demo_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MHUB_CPU_CACHE", str(tmp_path / "cache"))
     served = tmp_path / "served"
     served.mkdir()
     (served / "tiny-model-v1.0.0.zip").write_bytes(demo_model.read_bytes())
-    with _Server(served) as server:
+    with LocalFileServer(served) as server:
         url = server.url("tiny-model-v1.0.0.zip")
         entry = CatalogEntry("tiny-model-v1.0.0", "tiny-model", "1.0.0", "Tiny", url, None, "", False, False, None, {})
         monkeypatch.setattr(bundle_module, "find_entry", lambda name: entry)
@@ -125,7 +93,7 @@ def test_download_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     served = tmp_path / "served"
     served.mkdir()
     (served / "m.zip").write_bytes(b"payload")
-    with _Server(served) as server:
+    with LocalFileServer(served) as server:
         with pytest.raises(DownloadError, match="checksum mismatch"):
             fetch(server.url("m.zip"), "models", expected_sha256="0" * 64)
         with pytest.raises(DownloadError, match="cannot download"):

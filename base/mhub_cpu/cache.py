@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from .errors import DownloadError
+from .outputs.files import write_json
 from .progress import log
 
 
@@ -37,9 +37,10 @@ def fetch(url: str, subdir: str, expected_sha256: str | None = None, timeout_s: 
     """Return the cached copy of ``url``, downloading it once.
 
     The file lands in ``cache_dir()/subdir/<file name>`` next to a ``<file name>.json`` record of
-    its URL and SHA-256. A cached file is re-used without network access if its checksum still
-    matches the record (and ``expected_sha256`` when given). Downloads go to a temporary file that
-    is renamed only when complete and verified, so an interrupted download never looks cached.
+    its URL and SHA-256. A cached file is re-used without network access only if its checksum still
+    matches the record (and ``expected_sha256`` when given); a cached file changed since it was
+    downloaded is reported and downloaded again. Downloads go to a temporary file that is renamed
+    only when complete and verified, so an interrupted download never looks cached.
 
     Raises:
         DownloadError: offline or HTTP failure (with the URL and the cache path to fill by hand),
@@ -49,12 +50,21 @@ def fetch(url: str, subdir: str, expected_sha256: str | None = None, timeout_s: 
     name = url.rstrip("/").rsplit("/", 1)[-1] or "download"
     target = target_dir / name
     record_path = target_dir / f"{name}.json"
+    tampered = ""
     if target.exists() and record_path.exists():
-        record = json.loads(record_path.read_text())
+        try:
+            recorded = json.loads(record_path.read_text()).get("sha256")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
         actual = sha256_of(target)
-        if actual == record.get("sha256") and expected_sha256 in (None, actual):
+        if actual == recorded and expected_sha256 in (None, actual):
             return target
-        log(f"cached {target} fails its checksum; downloading again")
+        tampered = (
+            f"the cached {target} (sha256 {actual}) does not match "
+            + (f"the known sha256 {expected_sha256}" if expected_sha256 not in (None, actual) else f"the sha256 {recorded} recorded when it was downloaded")
+            + ": it was changed or corrupted since"
+        )
+        log(f"warning: {tampered}; downloading it again")
 
     target_dir.mkdir(parents=True, exist_ok=True)
     log(f"downloading {url}")
@@ -76,13 +86,14 @@ def fetch(url: str, subdir: str, expected_sha256: str | None = None, timeout_s: 
             raise DownloadError(
                 f"checksum mismatch for {url}: expected sha256 {expected_sha256}, got {actual}"
             )
-        shutil.move(tmp, target)
-        record_path.write_text(json.dumps({"url": url, "sha256": actual}, indent=2) + "\n")
+        os.replace(tmp, target)
+        write_json(record_path, {"url": url, "sha256": actual})
         log(f"saved {target} (sha256 {actual[:12]}…)")
         return target
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise DownloadError(
-            f"cannot download {url}: {exc}. If this machine is offline, copy the file to {target} "
+            (f"{tampered}, and " if tampered else "")
+            + f"cannot download {url}: {exc}. If this machine is offline, copy the file to {target} "
             f"or pass a local path instead."
         ) from exc
     finally:

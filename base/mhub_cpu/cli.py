@@ -62,7 +62,16 @@ def _add_segment(subparsers: argparse._SubParsersAction) -> None:
         "--seg-type", dest="segmentation_type", choices=SEGMENTATION_TYPES, default="BINARY",
         help="DICOM-SEG type: BINARY (default, widest viewer support) or LABELMAP",
     )
+    _add_trust(parser)
     parser.set_defaults(func=_run_segment)
+
+
+def _add_trust(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-model", action="store_true",
+        help="unpickle model.pt with PyTorch's full unpickler, which can run code in the file; only for a "
+        "checkpoint you trust that holds types beyond tensors, containers and NumPy values (default: refused)",
+    )
 
 
 def _run_segment(args: argparse.Namespace) -> int:
@@ -73,7 +82,7 @@ def _run_segment(args: argparse.Namespace) -> int:
         precision=args.precision, overlap=args.overlap, blend=args.blend, threads=args.threads,
         strategy=args.strategy, skip_air=args.skip_air, calibration=tuple(args.calibration),
         max_memory_mb=args.max_memory_mb,
-        segmentation_type=args.segmentation_type,
+        segmentation_type=args.segmentation_type, trust_model=args.trust_model,
     )
     report = run_segment(request)
     found = [s["name"] for s in report["result"]["segments"] if s["voxels"]]
@@ -92,6 +101,7 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default="demo", help="catalogue id/name, model zip/folder, or 'demo'")
     parser.add_argument("--precision", choices=sorted(PRECISION_MODES), default="f32", help="as for segment")
     parser.add_argument("--calibration", nargs="+", type=Path, default=(), help="CT NIfTI files for int8 calibration")
+    _add_trust(parser)
     parser.set_defaults(func=_run_convert)
 
 
@@ -101,8 +111,12 @@ def _run_convert(args: argparse.Namespace) -> int:
     from .segment import prepare_network
 
     bundle = load_bundle(str(demo_model_path()) if args.model == "demo" else args.model)
-    converted = prepare_network(bundle, args.precision, tuple(args.calibration))
-    print(json.dumps({"xml": str(converted.xml_path), "ir_variant": converted.ir_variant, "config": converted.config}, indent=2))
+    converted = prepare_network(bundle, args.precision, tuple(args.calibration), args.trust_model)
+    print(json.dumps({
+        "model": bundle.model_id, "source": str(bundle.source), "source_sha256": bundle.source_sha256,
+        "checkpoint_sha256": bundle.checkpoint_sha256, "sha256_known": bundle.sha256_known,
+        "xml": str(converted.xml_path), "ir_variant": converted.ir_variant, "config": converted.config,
+    }, indent=2))
     return 0
 
 

@@ -51,6 +51,7 @@ class SegmentRequest:
     segmentation_type: str = "BINARY"
     calibration: tuple[Path, ...] = ()
     max_memory_mb: float | None = None
+    trust_model: bool = False
 
 
 #: Every file ``segment`` may write into the output folder.
@@ -60,19 +61,21 @@ OUTPUT_FILES = ("segmentation.dcm", "segmentation.nii.gz", "preview.png", "repor
 Segmenter = Callable[[SegmentRequest, ModelBundle, nib.Nifti1Image, StageTimer], tuple[nib.Nifti1Image, dict]]
 
 
-def prepare_network(bundle: ModelBundle, precision: str, calibration: tuple[Path, ...] = ()) -> ConvertedModel:
+def prepare_network(
+    bundle: ModelBundle, precision: str, calibration: tuple[Path, ...] = (), trust_model: bool = False,
+) -> ConvertedModel:
     """The cached IR for ``precision`` (converted, and for int8 quantised, on first use)."""
     ir_variant = PRECISION_MODES[precision][0]
     if ir_variant == "int8":
         quantizer, quantizer_id = make_quantizer(list(calibration) or default_calibration_images())
-        return convert_bundle(bundle, ir_variant, quantizer, quantizer_id)
-    return convert_bundle(bundle, ir_variant)
+        return convert_bundle(bundle, ir_variant, quantizer, quantizer_id, trust_model=trust_model)
+    return convert_bundle(bundle, ir_variant, trust_model=trust_model)
 
 
 def openvino_segmenter(request: SegmentRequest, bundle: ModelBundle, image: nib.Nifti1Image, timer: StageTimer) -> tuple[nib.Nifti1Image, dict]:
     """Our engine: the cached OpenVINO IR in the requested precision, sliding window as requested."""
     with timer.stage("prepare network"):
-        converted = prepare_network(bundle, request.precision, request.calibration)
+        converted = prepare_network(bundle, request.precision, request.calibration, request.trust_model)
     compute = PRECISION_MODES[request.precision][1]
     settings = InferenceSettings(
         request.overlap, request.blend, compute, request.threads, request.strategy, request.skip_air,
@@ -162,7 +165,11 @@ def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, seg
     report = {
         "tool": "mhub-cpu segment",
         "versions": package_versions(),
-        "model": {"id": bundle.model_id, "source": str(bundle.source), "checkpoint_sha256": bundle.checkpoint_sha256},
+        "model": {
+            "id": bundle.model_id, "source": str(bundle.source), "source_sha256": bundle.source_sha256,
+            "checkpoint_sha256": bundle.checkpoint_sha256,
+            "sha256_known": bundle.sha256_known,  # false: trusted on first use (no known digest)
+        },
         "inference": facts,
         "segmentation_type": request.segmentation_type,
         "input": _input_report(request, volume),

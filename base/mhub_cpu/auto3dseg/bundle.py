@@ -12,7 +12,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import fetch
+from ..cache import cache_dir, fetch, sha256_of
 from ..errors import ModelError
 from ..progress import log
 from .catalog import CatalogEntry, complete_label, find_entry
@@ -30,6 +30,8 @@ class ModelBundle:
     checkpoint_sha256: str
     labels: list[Label]
     catalog_entry: CatalogEntry | None
+    source_sha256: str = ""  # of the zip (or of model.pt for a folder)
+    sha256_known: bool = False  # the download was checked against a known digest
 
 
 def _read_members(path: Path) -> tuple[bytes, bytes]:
@@ -83,8 +85,13 @@ def load_bundle(model: str | Path) -> ModelBundle:
         entry = _entry_by_id(model_id)
     labels = [complete_label(label, entry) for label in labels]
     sha = hashlib.sha256(checkpoint_bytes).hexdigest()
+    source_sha = sha256_of(path) if path.is_file() else sha
     log(f"model {model_id}: {len(labels)} labels, checkpoint sha256 {sha[:12]}…")
-    return ModelBundle(model_id, path, checkpoint_bytes, sha, labels, entry)
+    known = entry is not None and entry.sha256 is not None and entry.sha256 == source_sha
+    if entry is not None and entry.sha256 is None and path.is_relative_to(cache_dir()):
+        log(f"note: no known SHA-256 for {entry.id} (configs/auto3dseg_model_sha256.json): trusted on first use, "
+            f"sha256 {source_sha}")
+    return ModelBundle(model_id, path, checkpoint_bytes, sha, labels, entry, source_sha, known)
 
 
 def _entry_by_id(model_id: str) -> CatalogEntry | None:

@@ -69,15 +69,26 @@ def load_catalog() -> tuple[CatalogEntry, ...]:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"cannot read the model catalogue {path}: {exc}") from exc
+    known = known_sha256()
     return tuple(
         CatalogEntry(
             id=m["id"], name=m["name"], version=m["version"], title=m["title"], url=m["url"],
-            sha256=m.get("sha256"), license=m.get("license", ""), deprecated=bool(m.get("deprecated")),
+            sha256=m.get("sha256") or known.get(m["id"]), license=m.get("license", ""), deprecated=bool(m.get("deprecated")),
             quick=bool(m.get("quick")), reference_cpu_seconds=m.get("reference_cpu_seconds"),
             segments={s["name"]: s for s in m.get("segments", [])},
         )
         for m in data["models"]
     )
+
+
+def known_sha256() -> dict[str, str]:
+    """Known SHA-256 digests of model zips (``configs/auto3dseg_model_sha256.json``), by model id."""
+    path = configs_dir() / "auto3dseg_model_sha256.json"
+    try:
+        table = json.loads(path.read_text())["sha256"]
+    except (OSError, json.JSONDecodeError, KeyError) as exc:
+        raise ModelError(f"cannot read the table of known model hashes {path}: {exc}") from exc
+    return {str(k): str(v).lower() for k, v in table.items()}
 
 
 def find_entry(model: str) -> CatalogEntry:

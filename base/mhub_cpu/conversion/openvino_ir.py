@@ -8,7 +8,6 @@ neither torch nor the checkpoint.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -21,6 +20,7 @@ from ..auto3dseg.bundle import ModelBundle
 from ..cache import cache_dir
 from ..errors import ModelError
 from ..progress import log
+from .checkpoint import load_checkpoint
 
 #: IR weight formats: fp32 weights, fp16-compressed weights (decompressed to f32 at load), or
 #: INT8 (NNCF post-training quantisation, see :mod:`mhub_cpu.conversion.quantize`).
@@ -41,23 +41,6 @@ class ConvertedModel:
     xml_path: Path
     config: dict[str, Any]
     ir_variant: str
-
-
-def load_checkpoint(checkpoint_bytes: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Unpickle ``model.pt`` and return ``(config, state_dict)``.
-
-    The production checkpoints are full pickles (not just tensors), so ``weights_only=False``:
-    load only models from sources you trust.
-    """
-    import torch
-
-    try:
-        checkpoint = torch.load(io.BytesIO(checkpoint_bytes), map_location="cpu", weights_only=False)
-    except Exception as exc:  # torch raises pickle, zip and runtime errors alike
-        raise ModelError(f"model.pt cannot be loaded by torch: {exc}") from exc
-    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "state_dict" not in checkpoint:
-        raise ModelError("model.pt is not an Auto3DSeg SegResNet checkpoint (needs 'config' and 'state_dict')")
-    return checkpoint["config"], checkpoint["state_dict"]
 
 
 def network_from_config(config: dict[str, Any]):
@@ -115,6 +98,7 @@ def convert_bundle(
     ir_variant: str = "fp32",
     quantizer: Callable[[Any, dict[str, Any]], Any] | None = None,
     quantizer_id: str = "",
+    trust_model: bool = False,
 ) -> ConvertedModel:
     """Return the cached IR of ``bundle`` in ``ir_variant``, converting it on first use.
 
@@ -123,6 +107,7 @@ def convert_bundle(
         ir_variant: ``fp32``, ``fp16`` (weights compressed to fp16) or ``int8``.
         quantizer: For ``int8``: function ``(ov_model, runtime_config) -> quantised ov_model``.
         quantizer_id: Identifies the quantisation settings and calibration data in the cache key.
+        trust_model: Unpickle the checkpoint with the full unpickler (see :mod:`.checkpoint`).
     """
     if ir_variant not in IR_VARIANTS:
         raise ModelError(f"unknown IR variant {ir_variant!r}; choose one of {', '.join(IR_VARIANTS)}")
@@ -138,7 +123,7 @@ def convert_bundle(
     import torch
 
     log(f"converting {bundle.model_id} to OpenVINO IR ({ir_variant}); done once, then cached in {target}")
-    config, state_dict = load_checkpoint(bundle.checkpoint_bytes)
+    config, state_dict = load_checkpoint(bundle.checkpoint_bytes, trust=trust_model)
     network = network_from_config(config)
     try:
         network.load_state_dict(state_dict, strict=True)

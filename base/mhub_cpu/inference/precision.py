@@ -25,8 +25,8 @@ COMPUTE_CAPABILITY = {"f32": "FP32", "bf16": "BF16"}
 COMPUTE_LAYERS = ("Convolution", "Deconvolution", "FullyConnected", "MatMul", "GroupConvolution")
 #: Runtime precisions that mean a layer runs quantised.
 INT8_PRECISIONS = ("u8", "i8")
-#: /proc/cpuinfo flags worth stating when precision is discussed.
-REPORTED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx512_fp16")
+#: Instruction-set features worth stating when precision is discussed (NumPy's names, lower case).
+REPORTED_FLAGS = ("avx2", "avx512f", "avx512vnni", "avx512bf16", "avx512fp16")
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,20 @@ class CpuCapabilities:
 
 
 def _cpu_flags() -> tuple[str, ...]:
+    """The features the CPU reports to this process (CPUID, as NumPy's runtime dispatch reads it).
+
+    Not ``/proc/cpuinfo``: that describes the host, also where this process runs on another
+    (emulated or restricted) CPU model.
+    """
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    present = set(line.split(":", 1)[1].split())
-                    return tuple(flag for flag in REPORTED_FLAGS if flag in present)
-    except OSError:
-        pass
-    return ()
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # NumPy < 2
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return ()
+    present = {name.lower() for name, on in features.items() if on}
+    return tuple(flag for flag in REPORTED_FLAGS if flag in present)
 
 
 def require_compute(compute: str, capabilities: CpuCapabilities | None = None) -> None:
