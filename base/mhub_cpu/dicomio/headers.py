@@ -72,21 +72,22 @@ def prepare_headers(series: DicomSeries) -> None:
 
 def _character_set(series: DicomSeries) -> None:
     first = series.instances[0]
+    present = "SpecificCharacterSet" in first
     raw = first.get("SpecificCharacterSet")
-    values = [str(v).strip() for v in (raw if isinstance(raw, (list, pydicom.multival.MultiValue)) else [raw]) if v is not None]
-    values = [v for v in values if v] or []
+    listed = raw if isinstance(raw, (list, pydicom.multival.MultiValue)) else [raw]
+    values = [str(v).strip() for v in listed if v is not None and str(v).strip()]
     for dataset in series.instances:
         dataset.decode()  # text to str with the source's own character set
     if len(values) == 1 and values[0] in WRITABLE_CHARACTER_SETS:
         return
-    if not values and all(_ascii(dataset) for dataset in series.instances[:1]):
-        if raw is not None:  # present but empty: the default repertoire, said properly
-            for dataset in series.instances:
+    if not values and _ascii(first):  # the default repertoire (an empty value is left out)
+        for dataset in series.instances:
+            if "SpecificCharacterSet" in dataset:
                 del dataset.SpecificCharacterSet
         return
     for dataset in series.instances:
         dataset.SpecificCharacterSet = UTF8
-    shown = "\\".join(values) if values else ("empty" if raw is not None else "absent")
+    shown = "\\".join(values) if values else ("empty" if present else "absent")
     series.repairs.append(f"Specific Character Set {shown!s} of the source: derived objects are written in UTF-8 ({UTF8})")
 
 

@@ -74,17 +74,17 @@ def checked_volume(path: Path, work_dir: Path) -> tuple[nib.Nifti1Image, VolumeC
         non_finite = int(finite.size - np.count_nonzero(finite))
         if non_finite == finite.size:
             raise InputError(f"{path.name} holds no finite voxel (all NaN or infinite)")
-        fill = (NON_FINITE_FILL_HU - inter) / slope if slope else NON_FINITE_FILL_HU
-        cleaned = np.where(finite, stored, np.float32(fill)).astype(stored.dtype, copy=False)
-        low, high = float(cleaned.min()), float(cleaned.max())
+        hu = np.where(finite, stored * np.float32(slope) + np.float32(inter), np.float32(NON_FINITE_FILL_HU))
+        hu = hu.astype(np.float32, copy=False)
+        low, high, slope, inter = float(hu.min()), float(hu.max()), 1.0, 0.0
         work_dir.mkdir(parents=True, exist_ok=True)
-        header = image.header.copy()
-        image = nib.Nifti1Image(cleaned, image.affine, header)
-        image.header.set_slope_inter(slope, inter)
         fixed = work_dir / "finite.nii"
-        nib.save(image, fixed)
+        nib.save(nib.Nifti1Image(hu, image.affine, image.header), fixed)  # HU as float32, unscaled
         image = load_nifti(fixed)
         log(f"warning: {non_finite} NaN/infinite voxels replaced by {NON_FINITE_FILL_HU:g} HU (air)")
+    elif not isinstance(stored, np.memmap) and (slope, inter) == (1.0, 0.0):
+        # a decompressed .nii.gz: keep the array, so that the jobs do not decompress it again
+        image = nib.Nifti1Image(stored, image.affine, image.header)
     low, high = sorted((low * slope + inter, high * slope + inter))
     if low > AIR_BELOW_HU or high <= low:
         raise InputError(
