@@ -80,10 +80,10 @@ def test_sr_files_validate(runs, name):
         assert ds.ContentTemplateSequence[0].TemplateIdentifier == "1500"
         assert ds.SeriesDescription == f"BPR {kind[:-1]} annotations"
         dciodvfy = shutil.which("dciodvfy") or str(Path(__import__("sys").executable).parent / "dciodvfy")
-        if Path(dciodvfy).exists():
-            result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
-            errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
-            assert errors == []
+        assert Path(dciodvfy).exists(), "dciodvfy (dicom3tools, a test dependency) is not installed"
+        result = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True)
+        errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+        assert errors == []
 
 
 @pytest.mark.parametrize("name", ["as_stored", "reversed"])

@@ -49,6 +49,8 @@ def segment_image(
     config = model.config
     if config.get("input_channels", 1) != 1:
         raise ModelError("only single-input models are supported")
+    if config.get("sigmoid"):
+        raise ModelError("sigmoid (multi-label) models are not supported yet")
     if not 0 <= settings.overlap < 1:
         raise ModelError(f"overlap must be in [0, 1), got {settings.overlap}")
     roi: tuple[int, int, int] = tuple(int(v) for v in config["roi_size"])  # type: ignore[assignment]
@@ -59,8 +61,6 @@ def segment_image(
             f"model grid {prepared.image.shape} at {tuple(round(s, 3) for s in prepared.model_spacing)} mm, "
             f"window {roi}, overlap {settings.overlap}, {settings.compute}"
         )
-    if config.get("sigmoid"):
-        raise ModelError("sigmoid (multi-label) models are not supported yet")
     classes = int(config["output_classes"])
     footprint = NetworkFootprint(
         classes=classes, init_filters=int(config.get("init_filters", 32)),
