@@ -2,9 +2,9 @@
 
 Each contender runs in its own Python process (so that peak RSS is its own): bpreg 1.1.0
 ``nifti2json`` (torch, f32, 2 threads as the machine has) and ours in each mode: faithful
-(OpenVINO f32, every slice), fast (f32, one slice every 2.5 mm, interpolated), int8 (NNCF INT8,
-every slice) and int8-fast. Same weights for all: random convolutions in the public layout with a
-read-out fitted to slice height on the sample CT (``random_model.fitted_readout``), so that scores
+(OpenVINO f32, every slice), fast (f32, one slice every 2.5 mm, interpolated), bf16 and
+bf16-fast (bf16 compute; only on CPUs with native bf16), int8 (NNCF INT8, every slice) and
+int8-fast. Same weights for all: random convolutions in the public layout with a read-out fitted to slice height on the sample CT (``random_model.fitted_readout``), so that scores
 span the landmark scale as a trained model's do. IR conversion and INT8 quantisation are one-off
 and not timed. Scores are compared with bpreg's and with our faithful run. Writes
 ``bodypart.json`` and ``bodypart.md`` to the output folder.
@@ -29,7 +29,10 @@ from ..progress import log, peak_rss_mb
 from ..outputs.files import strict, write_atomic, write_json
 
 SOURCE_CT = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "ct" / "abdomen_3mm.nii.gz"
-MODES = {"faithful": ("f32", False), "fast": ("f32", True), "int8": ("int8", False), "int8-fast": ("int8", True)}
+MODES = {
+    "faithful": ("f32", False), "fast": ("f32", True), "bf16": ("bf16", False), "bf16-fast": ("bf16", True),
+    "int8": ("int8", False), "int8-fast": ("int8", True),
+}
 CONTENDERS = ("bpreg", *MODES)
 COMPARED_FLAGS = ("body part examined tag", "reverse z-ordering", "valid z-spacing")
 
@@ -109,7 +112,11 @@ def run_benchmark(output_dir: Path, model: str | None, n_slices: int) -> int:
     convert(open_model_dir(model_dir))  # IR conversion and quantisation are one-offs, not timed
     quantize(open_model_dir(model_dir))
     runs = {}
+    capabilities = CpuCapabilities.query()
     for which in CONTENDERS:
+        if which != "bpreg" and MODES[which][0] == "bf16" and not capabilities.supports("bf16"):
+            log(f"{which}: not run, this CPU has no native bf16")
+            continue
         result_path = output_dir / "work" / f"{which}.json"
         log(f"running {which} ...")
         subprocess.run(
