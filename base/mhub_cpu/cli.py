@@ -70,7 +70,7 @@ def _add_trust(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust-model", action="store_true",
         help="unpickle model.pt with PyTorch's full unpickler, which can run code in the file; only for a "
-        "checkpoint you trust that holds types beyond tensors, containers and NumPy values (default: refused)",
+        "checkpoint you trust that holds types beyond tensors and plain containers (default: refused)",
     )
 
 

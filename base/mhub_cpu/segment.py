@@ -21,7 +21,7 @@ from .inference.pipeline import InferenceSettings, segment_image
 from .inference.precision import CpuCapabilities, require_compute
 from .outputs.dicom_seg import write_dicom_seg
 from .outputs.preview import write_preview
-from .outputs.files import remove_results, staged_output, write_json
+from .outputs.files import staged_output, write_json
 from .outputs.report import package_versions
 from .progress import StageTimer, cpu_seconds, log, peak_rss_mb
 
@@ -113,12 +113,8 @@ def run_segment(request: SegmentRequest, segmenter: Segmenter = openvino_segment
         raise ProcessingError(f"unknown precision {request.precision!r}; choose one of {', '.join(PRECISION_MODES)}")
     require_compute(PRECISION_MODES[request.precision][1])  # before any work
     timer = StageTimer()
-    try:
-        with staged_output(request.output_dir, OUTPUT_FILES, last="report.json") as staging:
-            report = _segment_into(request, staging, timer, segmenter)
-    except BaseException:
-        remove_results(request.output_dir, OUTPUT_FILES)
-        raise
+    with staged_output(request.output_dir, OUTPUT_FILES, last="report.json") as staging:
+        report = _segment_into(request, staging, timer, segmenter)
     for name in report["outputs"].values():
         log(f"wrote {request.output_dir / name}")
     return report

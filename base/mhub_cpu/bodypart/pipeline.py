@@ -8,13 +8,13 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..dicomio import read_input
 from ..errors import InputError, MhubCpuError
 from ..inference.precision import CpuCapabilities
-from ..progress import StageTimer, log
-from .modelfiles import ModelDir
-from .model import ScoreModel
-from ..dicomio import read_input
 from ..outputs.files import remove_results, staged_output, write_json
+from ..progress import StageTimer, log
+from .model import ScoreModel
+from .modelfiles import ModelDir
 from .outputs import bpreg_result, crop_range, write_crop
 from .postprocess import ScoreCurve, score_curve
 from .preprocess import orientation_of, prepare_slices
@@ -88,9 +88,10 @@ def run(input_path: Path, output_dir: Path, model: ModelDir, options: Options) -
                 volume = read_input(Path(input_path), staging / "work", options.series_uid)
                 image = volume.image
                 series = volume.series
+                orient = orientation_of(image)
                 if series is not None:
                     source.update(sr.source_summary(series))
-                    if orientation_of(image).slice_axis != 2:
+                    if orient.slice_axis != 2:
                         raise InputError(
                             f"the images of series {series.series_instance_uid} are not axial: body part regression "
                             "scores axial slices and its SRs reference them as images of the series; give an axial "
@@ -100,7 +101,6 @@ def run(input_path: Path, output_dir: Path, model: ModelDir, options: Options) -
             curve = score_volume(image, model, scorer, options, timer)
             bpreg = bpreg_result(curve, model.settings)
             qa = qa_verdicts(curve, bpreg, model.settings)
-            orient = orientation_of(image)
             qa["input"] = {**source, **volume.report(), "slices": orient.n_slices,
                            "slice_order": "reversed from stored" if orient.flip else "as stored"}
             qa["model"] = {

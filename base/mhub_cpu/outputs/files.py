@@ -119,14 +119,19 @@ def staged_output(output_dir: Path, ours: Iterable[str], last: str) -> Iterator[
         last: The file moved into place last (the report that says the run is complete).
 
     On any exception, including ``KeyboardInterrupt`` and SIGTERM turned into one, the staging
-    folder is removed and nothing is published. Sub-folders of the staging folder (work files)
-    are never published.
+    folder is removed, nothing is published, and ``ours`` of an earlier run are removed too, so
+    that nothing in the folder looks like this run's result. Sub-folders of the staging folder
+    (work files) are never published.
     """
     output_dir = prepare_output_dir(output_dir)
     staging = output_dir / f"{STAGING_PREFIX}{socket.gethostname()}-pid{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
     try:
-        yield staging
+        try:
+            yield staging
+        except BaseException:
+            remove_results(output_dir, ours)
+            raise
         produced = sorted((p for p in staging.iterdir() if p.is_file()), key=lambda p: p.name == last)
         mode = _file_mode()
         for name in set(ours) - {p.name for p in produced}:
