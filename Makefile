@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-emulated-cpu bench bench-bodypart venv clean
+.PHONY: demo test check test-emulated-cpu bench bench-bodypart venv clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml Makefile
 	# mhubio 0.0.2 pins typing-extensions==4.5.0 (conflicts with torch): install without deps.
 	$(PY) -m pip install --quiet --no-deps mhubio==0.0.2
 	# bpreg 1.1.0 (reference for the body-part parity test and benchmark) pins torch 1.8.1: install it and
-	# the parts of its import chain that work on torch 2.x without their pins (see bodypart/reference.py).
+	# the parts of its import chain that work on torch 2.x without their pins (see dev/mhub_cpu_dev/reference/bpreg.py).
 	$(PY) -m pip install --quiet --no-deps bpreg==1.1.0 albumentations==0.5.2 pytorch-lightning==2.6.6 torchmetrics==1.9.0 lightning-utilities==0.15.3
 	touch $(STAMP)
 
@@ -24,8 +24,14 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mhub-cpu segment --input ../shared/data/ct/abdomen_3mm_dicom --output output/demo
 
-test: $(STAMP)
+# Static checks first (lint, types, the layering contracts in pyproject.toml), then every test.
+test: check
 	$(PY) -m pytest
+
+check: $(STAMP)
+	$(VENV)/bin/ruff check base dev tests models scripts demo
+	$(VENV)/bin/mypy
+	PYTHONPATH=dev $(VENV)/bin/lint-imports
 
 # The precision tests on an emulated AVX2-only AMD EPYC (no AVX-512, VNNI or bf16), through QEMU's
 # user-mode emulator (Debian package qemu-user): OpenVINO sees that CPU's capabilities.
@@ -36,13 +42,14 @@ test-emulated-cpu: $(STAMP)
 	MHUB_CPU_CACHE=$(EMULATED_CACHE) $(VENV)/bin/mhub-cpu convert --model demo --precision f32 > /dev/null
 	MHUB_CPU_CACHE=$(EMULATED_CACHE) $(VENV)/bin/mhub-cpu convert --model demo --precision int8 > /dev/null
 	MHUB_CPU_TEST_CACHE=$(EMULATED_CACHE) MHUB_CPU_EMULATED=avx2-only qemu-x86_64 -cpu $(EMULATED_CPU) \
-		$(PY) -m pytest -p no:cacheprovider -m "emulated or not emulated" tests/test_precision.py
+		$(PY) -m pytest -p no:cacheprovider -m "emulated or not emulated" tests/runtime/test_precision.py
 
+# Benchmarks are development tools (dev/mhub_cpu_dev), not commands of the engine.
 bench: $(STAMP)
-	$(VENV)/bin/mhub-cpu bench --output output/bench
+	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.bench --output output/bench
 
 bench-bodypart: $(STAMP)
-	$(VENV)/bin/mhub-cpu bench-bodypart --output output/bench
+	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.bench.bodypart --output output/bench
 
 clean:
 	rm -rf $(VENV) output

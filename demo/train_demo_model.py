@@ -5,7 +5,7 @@ TotalSegmentator label map mapped to the labels of the catalogue's ``abdominal-o
 It is a demonstration model for tests and ``make demo`` — it has seen a single patient and must
 not be used on real data.
 
-The data goes through the engine's own preprocessing (:func:`mhub_cpu.inference.preprocess.prepare`)
+The data goes through the engine's own preprocessing (:func:`mhub_cpu.segment.preprocess.prepare`)
 so that training and inference see identical inputs. Run from the repository root::
 
     .venv/bin/python demo/train_demo_model.py --output /tmp/stage1.zip
@@ -28,8 +28,8 @@ import torch
 
 from mhub_cpu.auto3dseg.catalog import find_entry
 from mhub_cpu.auto3dseg.labels import Label, format_labels_csv
-from mhub_cpu.conversion import network_from_config
-from mhub_cpu.inference.preprocess import nearest_indices, prepare, to_canonical
+from mhub_cpu.convert import network_from_config
+from mhub_cpu.segment.preprocess import nearest_indices, prepare, to_canonical
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TOTALSEG_IDS = SHARED / "codes" / "totalsegmentator_total_v2_labels.json"

@@ -36,7 +36,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
-    from mhub_cpu.auto3dseg.catalog import demo_model_path
+    from mhub_cpu.core.resources import demo_model_path
 
     path = demo_model_path()
     assert path.exists(), f"demo model missing: {path} (run demo/train_demo_model.py)"

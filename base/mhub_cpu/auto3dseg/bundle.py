@@ -2,22 +2,22 @@
 
 A model is a zip (or its extracted folder) holding ``labels.csv`` and, beside it, ``model.pt``:
 a PyTorch pickle of a dict with ``state_dict`` and ``config``; ``config["network"]`` is a MONAI
-bundle config from which the network is rebuilt (see :mod:`mhub_cpu.conversion`).
+bundle config from which the network is rebuilt (see :mod:`mhub_cpu.convert`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import cache_dir, fetch, sha256_of
-from ..errors import ModelError
-from ..progress import log
-from .catalog import CatalogEntry, complete_label, find_entry
-from .labels import Label, parse_labels_csv
-
+from mhub_cpu.auto3dseg.catalog import CatalogEntry, complete_label, find_entry
+from mhub_cpu.auto3dseg.labels import Label, parse_labels_csv
+from mhub_cpu.core.cache import cache_dir, fetch, sha256_of
+from mhub_cpu.core.errors import ModelError
+from mhub_cpu.core.progress import log
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,14 @@ class ModelBundle:
     catalog_entry: CatalogEntry | None
     source_sha256: str = ""  # of the zip (or of model.pt for a folder)
     sha256_known: bool = False  # the download was checked against a known digest
+
+    @property
+    def version(self) -> str:
+        """The catalogue version, else the one in a Slicer-style id (``name-vX.Y.Z``), else ``unknown``."""
+        if self.catalog_entry is not None:
+            return self.catalog_entry.version
+        match = re.search(r"-v(\d+\.\d+\.\d+)$", self.model_id)
+        return match.group(1) if match else "unknown"
 
 
 def _read_members(path: Path) -> tuple[bytes, bytes]:
@@ -62,7 +70,7 @@ def _read_members(path: Path) -> tuple[bytes, bytes]:
 def load_bundle(model: str | Path) -> ModelBundle:
     """Resolve ``model`` (a local zip/folder path, or a catalogue id or name) to a :class:`ModelBundle`.
 
-    Catalogue models are downloaded once into the cache (:func:`mhub_cpu.cache.fetch`).
+    Catalogue models are downloaded once into the cache (:func:`mhub_cpu.core.cache.fetch`).
     Label codes and colours missing from ``labels.csv`` are taken from the catalogue, matched by
     segment name (:func:`complete_label`).
     """

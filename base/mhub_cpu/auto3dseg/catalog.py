@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
-from ..errors import ModelError
-from .labels import Code, Label
-
-
-def configs_dir() -> Path:
-    """The project's ``configs/`` folder (``$MHUB_CPU_CONFIGS`` overrides it)."""
-    return Path(os.environ.get("MHUB_CPU_CONFIGS") or Path(__file__).resolve().parents[3] / "configs")
+from mhub_cpu.auto3dseg.labels import Code, Label
+from mhub_cpu.core.errors import ModelError
+from mhub_cpu.core.resources import configs_dir
 
 
 @dataclass(frozen=True)
@@ -46,10 +40,10 @@ def _complete(label: Label, segment: dict) -> Label:
         if (value := segment.get(key))
     }
     color = tuple(segment["color"]) if segment.get("color") else None
-    return label.with_defaults(codes, color)
+    return label.with_defaults(codes, color, segment.get("mhub_segdb_id"))
 
 
-def complete_label(label: Label, entry: "CatalogEntry | None") -> Label:
+def complete_label(label: Label, entry: CatalogEntry | None) -> Label:
     """Fill a label's missing codes and colour from its model's catalogue entry or, failing that,
     from the first current catalogue model with a segment of the same name (names are shared
     across the catalogue's models)."""
@@ -106,8 +100,3 @@ def find_entry(model: str) -> CatalogEntry:
         return current[0]
     names = ", ".join(sorted({e.name for e in entries}))
     raise ModelError(f"unknown model {model!r}; catalogue models: {names}")
-
-
-def demo_model_path() -> Path:
-    """The embedded demo model (trained on one CT; for demos and tests only)."""
-    return Path(__file__).resolve().parents[3] / "demo" / "abdominal-organs-demo-v0.1.0.zip"

@@ -13,7 +13,7 @@ import csv
 import io
 from dataclasses import dataclass
 
-from ..errors import ModelError
+from mhub_cpu.core.errors import ModelError
 
 CODE_FIELDS = {
     "category": "SegmentedPropertyCategoryCodeSequence",
@@ -38,17 +38,18 @@ class Code:
 
 @dataclass(frozen=True)
 class Label:
-    """One segment class of a model: its label value, name, codes and display colour."""
+    """One segment class of a model: its label value, name, codes, display colour and MHub SegDB id."""
 
     value: int
     name: str
     codes: dict[str, Code]
     color: tuple[int, int, int] | None = None
+    segdb_id: str | None = None  #: MHub SegDB segment id (e.g. ``LIVER``), from the catalogue
 
-    def with_defaults(self, codes: dict[str, Code], color: tuple[int, int, int] | None) -> "Label":
-        """This label with missing codes and colour filled from another source (e.g. the catalogue)."""
+    def with_defaults(self, codes: dict[str, Code], color: tuple[int, int, int] | None, segdb_id: str | None = None) -> Label:
+        """This label with missing codes, colour and SegDB id filled from another source (the catalogue)."""
         merged = {**codes, **self.codes}
-        return Label(self.value, self.name, merged, self.color or color)
+        return Label(self.value, self.name, merged, self.color or color, self.segdb_id or segdb_id)
 
 
 def parse_labels_csv(text: str) -> list[Label]:

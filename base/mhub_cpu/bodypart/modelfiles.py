@@ -15,16 +15,16 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import cache_dir, fetch, sha256_of
-from ..errors import DownloadError, ModelError
-from ..progress import log
+from mhub_cpu.core.cache import cache_dir, fetch, sha256_of
+from mhub_cpu.core.errors import DownloadError, ModelError
+from mhub_cpu.core.progress import log
 
 PUBLIC_MODEL_URL = "https://zenodo.org/record/5113483/files/public_bpr_model.zip?download=1"
 MODEL_FILES = ("config.json", "model.pt", "inference-settings.json")
 
 
 @dataclass(frozen=True)
-class InferenceSettings:
+class BpregSettings:
     """What bpreg reads from ``inference-settings.json`` for inference.
 
     Attributes:
@@ -58,7 +58,7 @@ class ModelDir:
 
     path: Path
     config: dict
-    settings: InferenceSettings
+    settings: BpregSettings
 
     @property
     def weights(self) -> Path:
@@ -76,12 +76,12 @@ def _read_json(path: Path) -> dict:
         raise ModelError(f"cannot read {path}: {exc}") from exc
 
 
-def read_settings(path: Path) -> InferenceSettings:
+def read_settings(path: Path) -> BpregSettings:
     """Parse ``inference-settings.json`` (keys as written by bpreg's InferenceSettingsStorage)."""
     raw = _read_json(path)
     try:
         tables = raw["lookuptable_train_val"]
-        settings = InferenceSettings(
+        settings = BpregSettings(
             lookuptable_original=tables["original"],
             lookuptable=tables["transformed"],
             start_landmark=raw["settings"]["start-landmark"],
@@ -118,7 +118,7 @@ def _find_model_root(folder: Path) -> Path:
 
 
 def download_model(url: str = PUBLIC_MODEL_URL, expected_sha256: str | None = None) -> Path:
-    """Download the model zip once (mhub_cpu.cache) and unpack it once; return the model directory."""
+    """Download the model zip once (mhub_cpu.core.cache) and unpack it once; return the model directory."""
     archive = fetch(url, "bodypart", expected_sha256)
     target = cache_dir() / "bodypart" / f"model-{sha256_of(archive)[:16]}"
     if not target.exists():

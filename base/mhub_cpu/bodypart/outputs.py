@@ -8,14 +8,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..errors import InputError
-from .modelfiles import InferenceSettings
-from .postprocess import ScoreCurve, body_part_slices, body_part_tag, landmark_present, landmark_score
-from .preprocess import Orientation
-from .tables import postprocessing
+from mhub_cpu.bodypart.modelfiles import BpregSettings
+from mhub_cpu.bodypart.postprocess import ScoreCurve, body_part_slices, body_part_tag, landmark_present, landmark_score
+from mhub_cpu.bodypart.preprocess import Orientation
+from mhub_cpu.bodypart.tables import postprocessing
+from mhub_cpu.core.errors import InputError
 
 
-def bpreg_result(curve: ScoreCurve, settings: InferenceSettings, ignore_invalid_z: bool = False) -> dict:
+def bpreg_result(curve: ScoreCurve, settings: BpregSettings, ignore_invalid_z: bool = False) -> dict:
     """The dict bpreg's ``InferenceModel.nifti2json`` returns, key for key (NaN still as float)."""
     table = postprocessing()
     cleaned = curve.cleaned

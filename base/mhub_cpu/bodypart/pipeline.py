@@ -8,17 +8,17 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..dicomio import read_input
-from ..errors import InputError, MhubCpuError
-from ..inference.precision import CpuCapabilities
-from ..outputs.files import remove_results, staged_output, write_json
-from ..progress import StageTimer, log
-from .model import ScoreModel
-from .modelfiles import ModelDir
-from .outputs import bpreg_result, crop_range, write_crop
-from .postprocess import ScoreCurve, score_curve
-from .preprocess import orientation_of, prepare_slices
-from .qa import qa_verdicts
+from mhub_cpu.bodypart.model import ScoreModel
+from mhub_cpu.bodypart.modelfiles import ModelDir
+from mhub_cpu.bodypart.outputs import bpreg_result, crop_range, write_crop
+from mhub_cpu.bodypart.postprocess import ScoreCurve, score_curve
+from mhub_cpu.bodypart.preprocess import orientation_of, prepare_slices
+from mhub_cpu.bodypart.qa import qa_verdicts
+from mhub_cpu.core.errors import InputError, MhubCpuError
+from mhub_cpu.core.files import remove_results, staged_output, write_json
+from mhub_cpu.core.progress import StageTimer, log
+from mhub_cpu.dicomio import read_input
+from mhub_cpu.runtime.precision import CpuCapabilities, Precision
 
 OUTPUT_FILES = ("bpreg.json", "qa.json", "bpr_landmarks_sr.dcm", "bpr_regions_sr.dcm", "cropped.nii.gz")
 MIN_SLICES = 2
@@ -27,12 +27,14 @@ FAST_STEP_MM = 2.5  # scored-slice spacing of the fast mode
 
 @dataclass
 class Options:
-    precision: str = "f32"
+    """How to score a CT (the ``bodypart`` command's options)."""
+
+    precision: Precision = Precision.F32
     fast: bool = False
     crop_from: str | None = None
     crop_to: str | None = None
     series_uid: str | None = None
-    calibration: list[Path] | None = None  # int8 calibration CT (default: the shared sample CTs)
+    calibration: list[Path] | None = None  # int8 calibration CT (default: the engine's calibration CT)
 
 
 @dataclass
@@ -78,7 +80,7 @@ def run(input_path: Path, output_dir: Path, model: ModelDir, options: Options) -
     Results are assembled in a staging folder and published only when all are complete; on
     failure only the error record is left (results of an earlier run are removed).
     """
-    from . import sr  # pydicom/highdicom only where needed
+    from mhub_cpu.bodypart import sr  # pydicom/highdicom only where needed
 
     timer = StageTimer()
     source: dict = {"path": str(input_path)}
@@ -104,10 +106,10 @@ def run(input_path: Path, output_dir: Path, model: ModelDir, options: Options) -
             qa["input"] = {**source, **volume.report(), "slices": orient.n_slices,
                            "slice_order": "reversed from stored" if orient.flip else "as stored"}
             qa["model"] = {
-                "path": str(model.path), "precision": options.precision, "mode": "fast" if options.fast else "faithful",
-                "ran": {**scorer.ran.to_json(), "cpu": CpuCapabilities.query().to_json()},
+                "path": str(model.path), "precision": options.precision.value, "mode": "fast" if options.fast else "faithful",
+                "ran": {**options.precision.to_json(), **scorer.ran.to_json(), "cpu": CpuCapabilities.query().to_json()},
             }
-            if options.precision == "int8":
+            if options.precision is Precision.INT8:
                 qa["model"]["int8_ir"] = str(scorer.ir_path)
             if series is not None:
                 qa["body_part_examined"]["header_value"] = sr.header_body_part(series)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from .modelfiles import InferenceSettings
-from .tables import postprocessing
+from mhub_cpu.bodypart.modelfiles import BpregSettings
+from mhub_cpu.bodypart.tables import postprocessing
 
 SCALE = 100.0
 PART_ORDER = ("HEAD", "NECK", "CHEST", "ABDOMEN", "PELVIS")  # head to feet
@@ -49,7 +49,7 @@ class ScoreCurve:
     settings: dict
 
 
-def to_landmark_scale(values: np.ndarray, settings: InferenceSettings) -> np.ndarray:
+def to_landmark_scale(values: np.ndarray, settings: BpregSettings) -> np.ndarray:
     """Map raw scores so that the start landmark is 0 and the end landmark 100."""
     low, high = settings.transform_min, settings.transform_max
     return (values - low) * SCALE / (high - low)
@@ -72,7 +72,7 @@ def _nearest_index(values: np.ndarray, target: float, tolerance: float) -> float
 
 
 def _remove_outlier_tails(
-    values: np.ndarray, z_spacing: float, slope_unprocessed: float, bounds: tuple[float, float], settings: InferenceSettings
+    values: np.ndarray, z_spacing: float, slope_unprocessed: float, bounds: tuple[float, float], settings: BpregSettings
 ) -> np.ndarray:
     """NaN out the tails (beyond the 0/100 boundary slices) that contain implausible slopes."""
     if len(values) < 2:
@@ -93,7 +93,7 @@ def _remove_outlier_tails(
     return values
 
 
-def score_curve(raw: np.ndarray, z_spacing: float, settings: InferenceSettings) -> ScoreCurve:
+def score_curve(raw: np.ndarray, z_spacing: float, settings: BpregSettings) -> ScoreCurve:
     """Post-process raw network scores of consecutive slices ``z_spacing`` mm apart."""
     table = postprocessing()
     raw = np.asarray(raw, dtype=np.float64)

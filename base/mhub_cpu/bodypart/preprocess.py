@@ -30,13 +30,13 @@ import nibabel as nib
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from ..dicomio.nifti import unscaled_array
-from ..errors import InputError
-from ..progress import ProgressCounter
+from mhub_cpu.convert.bodypart import SIZE  # the network input: SIZE x SIZE slices
+from mhub_cpu.core.errors import InputError
+from mhub_cpu.core.progress import ProgressCounter
+from mhub_cpu.dicomio.nifti import unscaled_array
 
 TARGET_SPACING_MM = 3.5
 MIN_HU, MAX_HU = -1000.0, 1500.0
-SIZE = 128
 BLUR_SIGMA_PX = 0.8
 REFERENCE_DOWNSCALING = 0.25
 BLUR_TRUNCATE = 3.0
@@ -105,9 +105,9 @@ def _resize_matrix(n_in: int, n_out: int) -> np.ndarray:
     matrix = np.zeros((n_out, n_in), dtype=np.float64)
     scale = 1.0 / (n_out / n_in)
     for d in range(n_out):
-        f = np.float32((d + 0.5) * scale - 0.5)
-        s = int(np.floor(f))
-        f = float(f - s)
+        position = np.float32((d + 0.5) * scale - 0.5)
+        s = int(np.floor(position))
+        f = float(position - s)
         if s < 0:
             s, f = 0, 0.0
         if s >= n_in - 1:

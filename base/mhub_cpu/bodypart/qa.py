@@ -7,9 +7,9 @@ import math
 import numpy as np
 from scipy.ndimage import median_filter
 
-from .modelfiles import InferenceSettings
-from .postprocess import ScoreCurve, landmark_present, landmark_score
-from .tables import read_csv
+from mhub_cpu.bodypart.modelfiles import BpregSettings
+from mhub_cpu.bodypart.postprocess import ScoreCurve, landmark_present, landmark_score
+from mhub_cpu.bodypart.tables import read_csv
 
 JUMP_FACTOR = 4.0  # a step this many times the expected per-slice step is a jump
 JUMP_MIN_SCORE = 5.0  # and at least this many score points
@@ -41,7 +41,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2])]
 
 
-def coverage_gaps(curve: ScoreCurve, settings: InferenceSettings) -> list[dict]:
+def coverage_gaps(curve: ScoreCurve, settings: BpregSettings) -> list[dict]:
     """Unscored runs inside the volume and jumps in anatomy between neighbouring slices.
 
     * ``unscored``: slices the cleaning removed (empty slices, implausible tails);
@@ -64,8 +64,8 @@ def coverage_gaps(curve: ScoreCurve, settings: InferenceSettings) -> list[dict]:
     return gaps
 
 
-def qa_verdicts(curve: ScoreCurve, bpreg: dict, settings: InferenceSettings) -> dict:
-    """Verdicts (see README_SECTION.md): body part, slice order, z-spacing, coverage, gaps."""
+def qa_verdicts(curve: ScoreCurve, bpreg: dict, settings: BpregSettings) -> dict:
+    """Verdicts (README, "What each verdict means"): body part, slice order, z-spacing, coverage, gaps."""
     lookup = settings.lookuptable
     landmarks = sorted(
         (name for name in lookup if landmark_present(curve.cleaned, landmark_score(lookup, name))),

@@ -21,26 +21,30 @@ numbered in reverse order is referenced correctly.
 from __future__ import annotations
 
 from io import BytesIO
+from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import nibabel as nib
 import numpy as np
+from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from .. import __name__ as package_name
-from ..errors import ProcessingError
-from .modelfiles import InferenceSettings
-from ..outputs.files import write_atomic
-from .postprocess import ScoreCurve, landmark_present, landmark_score
-from .preprocess import Orientation
-from .tables import idc_codes
+from mhub_cpu import __name__ as package_name
+from mhub_cpu.bodypart.modelfiles import BpregSettings
+from mhub_cpu.bodypart.postprocess import ScoreCurve, landmark_present, landmark_score
+from mhub_cpu.bodypart.preprocess import Orientation
+from mhub_cpu.bodypart.tables import idc_codes
+from mhub_cpu.core.errors import InputError, ProcessingError
+from mhub_cpu.core.files import write_atomic
+from mhub_cpu.dicomio.geometry import nearest_instances
+from mhub_cpu.dicomio.series import DicomSeries
 
 ALGORITHM = hd.sr.AlgorithmIdentification(name="BodyPartRegression", version="1.1.0 (bpreg public model, mhub-cpu OpenVINO)")
 DEVICE_NAME = "BodyPartRegression"
 SERIES_NUMBER = {"landmarks": 101, "regions": 102}
 DESCRIPTION = {"landmarks": "BPR landmark annotations", "regions": "BPR region annotations"}
-NIFTI_TO_DICOM = np.diag([-1.0, -1.0, 1.0])  # RAS+ (NIfTI) to LPS+ (DICOM patient coordinates)
 
 
 def _code(value: str, scheme: str, meaning: str) -> hd.sr.CodedConcept:
@@ -66,7 +70,7 @@ def region_sites() -> dict[str, hd.sr.FindingSite]:
     return {name: hd.sr.FindingSite(_concept(code)) for name, code in idc_codes()["regions"].items()}
 
 
-def source_summary(series) -> dict:
+def source_summary(series: DicomSeries) -> dict:
     """What qa.json says about the DICOM source, including UIDs we had to generate."""
     return {
         "series_instance_uid": series.series_instance_uid,
@@ -77,37 +81,26 @@ def source_summary(series) -> dict:
     }
 
 
-def header_body_part(series) -> str | None:
+def header_body_part(series: DicomSeries) -> str | None:
     """Body Part Examined (0018,0015) as found in the source header, if any."""
     value = str(series.instances[0].get("BodyPartExamined", "") or "").strip()
     return value or None
 
 
-def slice_instances(series, image: nib.Nifti1Image, orient: Orientation) -> list:
+def slice_instances(series: DicomSeries, image: nib.Nifti1Image, orient: Orientation) -> list[Dataset]:
     """The source instance of every slice in bpreg order (nearest position along the normal).
 
     Raises:
         ProcessingError: a slice lies farther than half a slice spacing from every instance.
     """
-    orientation = np.asarray(series.instances[0].ImageOrientationPatient, dtype=float)
-    normal = np.cross(orientation[:3], orientation[3:])
-    positions = np.array([np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)) for ds in series.instances])
     stored = np.asarray(orient.stored_index(np.arange(orient.n_slices)))
-    voxels = np.zeros((4, len(stored)))
-    voxels[orient.slice_axis] = stored
-    voxels[3] = 1.0
-    corners = image.affine @ voxels
-    slice_positions = (NIFTI_TO_DICOM @ corners[:3]).T @ normal
-    nearest = np.abs(slice_positions[:, None] - positions[None, :]).argmin(axis=1)
-    error = np.abs(slice_positions - positions[nearest])
-    if np.any(error > 0.5 * orient.spacing[2]):
-        raise ProcessingError(
-            f"cannot match NIfTI slices to DICOM instances (up to {error.max():.2f} mm apart); SR not written"
-        )
-    return [series.instances[i] for i in nearest]
+    try:
+        return nearest_instances(image.affine, orient.slice_axis, stored, series.instances)
+    except InputError as exc:
+        raise ProcessingError(f"{exc}; SR not written") from exc
 
 
-def _report(series, groups: list, kind: str) -> hd.sr.Comprehensive3DSR:
+def _report(series: DicomSeries, groups: list, kind: str) -> hd.sr.Comprehensive3DSR:
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -132,7 +125,7 @@ def _report(series, groups: list, kind: str) -> hd.sr.Comprehensive3DSR:
     )
 
 
-def landmark_groups(curve: ScoreCurve, settings: InferenceSettings, instances: list) -> list:
+def landmark_groups(curve: ScoreCurve, settings: BpregSettings, instances: list) -> list:
     """One TID 1501 group per covered landmark, referencing the slice nearest its expected score."""
     groups = []
     for name, site in landmark_sites().items():
@@ -171,10 +164,13 @@ def region_groups(bpreg: dict, instances: list) -> list:
     ]
 
 
-def write_reports(series, image, orient, curve, settings, bpreg, output_dir) -> dict:
+def write_reports(
+    series: DicomSeries, image: nib.Nifti1Image, orient: Orientation, curve: ScoreCurve, settings: BpregSettings,
+    bpreg: dict, output_dir: Path,
+) -> dict[str, Any]:
     """Write both SR files; return what qa.json records about them."""
     instances = slice_instances(series, image, orient)
-    written = {}
+    written: dict[str, Any] = {}
     for kind, groups in (
         ("landmarks", landmark_groups(curve, settings, instances)),
         ("regions", region_groups(bpreg, instances)),

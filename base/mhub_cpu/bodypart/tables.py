@@ -4,26 +4,30 @@ from __future__ import annotations
 
 import csv
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
-TABLES_DIR = Path(__file__).resolve().parents[3] / "configs" / "bodypart"
+from mhub_cpu.core.resources import configs_dir
 
 
-@lru_cache(maxsize=None)
+def tables_dir() -> Path:
+    return configs_dir() / "bodypart"
+
+
+@cache
 def postprocessing() -> dict:
     """bpreg 1.1.0 post-processing defaults (``bpreg_postprocessing.json``)."""
-    return json.loads((TABLES_DIR / "bpreg_postprocessing.json").read_text())
+    return json.loads((tables_dir() / "bpreg_postprocessing.json").read_text())
 
 
-@lru_cache(maxsize=None)
+@cache
 def read_csv(name: str) -> tuple[dict[str, str], ...]:
     """Rows of a CSV table, as dicts keyed by the header."""
-    with open(TABLES_DIR / name, newline="") as handle:
+    with open(tables_dir() / name, newline="") as handle:
         return tuple(csv.DictReader(handle))
 
 
-@lru_cache(maxsize=None)
+@cache
 def idc_codes() -> dict:
     """IDC's BPR landmark/region codes (``idc_bpr_codes.json``, generated from IDC's tables)."""
-    return json.loads((TABLES_DIR / "idc_bpr_codes.json").read_text())
+    return json.loads((tables_dir() / "idc_bpr_codes.json").read_text())

@@ -8,21 +8,16 @@ from pathlib import Path
 
 import nibabel as nib
 
-from ..errors import InputError
-from ..progress import log
-from .conversion import convert_series, verify_pixel_data
-from .series import (
-    DicomSeries,
-    check_sop_classes,
-    drop_duplicate_files,
-    ensure_readable,
-    resolve_uids,
-    scan_directory,
-    select_series,
-    sort_and_validate,
-)
-from .headers import prepare_headers
-from .volume import NON_FINITE_FILL_HU, VolumeCheck, checked_volume
+from mhub_cpu.core.errors import InputError
+from mhub_cpu.core.progress import log
+from mhub_cpu.dicomio.conversion import convert_series, verify_pixel_data
+from mhub_cpu.dicomio.discovery import scan_directory
+from mhub_cpu.dicomio.headers import prepare_headers
+from mhub_cpu.dicomio.selection import select_series
+from mhub_cpu.dicomio.series import DicomSeries
+from mhub_cpu.dicomio.uids import resolve_uids
+from mhub_cpu.dicomio.validation import check_sop_classes, drop_duplicate_files, ensure_readable, sort_and_validate
+from mhub_cpu.dicomio.volume import NON_FINITE_FILL_HU, VolumeCheck, checked_volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 

@@ -7,16 +7,15 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pydicom
 from pydicom.pixels import apply_modality_lut, get_decoder
 
-from ..errors import InputError
-from ..progress import log
-from .geometry import axis_mapping, dicom_grid_affine_ras
-from .nifti import unscaled_array
-from .series import DicomSeries
+from mhub_cpu.core.errors import InputError
+from mhub_cpu.core.progress import log
+from mhub_cpu.dicomio.geometry import axis_mapping, dicom_grid_affine_ras, dicom_grid_shape
+from mhub_cpu.dicomio.nifti import load_nifti, unscaled_array
+from mhub_cpu.dicomio.series import DicomSeries
 
 #: Transfer syntaxes whose Pixel Data is stored natively (not encapsulated), PS3.5 A.1–A.4.
 NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"}
@@ -137,12 +136,11 @@ def check_conversion(series: DicomSeries, nifti_path: Path) -> None:
     The grid must match up to axis order and flips (see :func:`axis_mapping`); then the first,
     middle and last slices are compared voxel by voxel in Hounsfield units.
     """
-    image = nib.load(nifti_path)
+    image = load_nifti(nifti_path)
     if len(image.shape) != 3:
         raise InputError(f"converted image has shape {image.shape}, expected a 3D volume")
     dicom_affine = dicom_grid_affine_ras(series.instances)
-    first = series.instances[0]
-    dicom_shape = (int(first.Columns), int(first.Rows), len(series.instances))
+    dicom_shape = dicom_grid_shape(series.instances)
     mapping = axis_mapping(image.affine, image.shape, dicom_affine, dicom_shape)
     stored, slope, inter = unscaled_array(image)
     volume = mapping.apply(stored)  # a view: (column, row, slice) order, only 3 slices are read

@@ -9,12 +9,24 @@ permutation, and refusing anything else, is how we check a conversion's geometry
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset
 
-from ..errors import InputError
-from .series import slice_normal
+from mhub_cpu.core.errors import InputError
+from mhub_cpu.dicomio.attributes import numbers
+
+
+def slice_normal(dataset: Dataset, path: Path | None = None) -> np.ndarray:
+    """Unit normal of the image plane: row direction × column direction (PS3.3 C.7.6.2.1.1)."""
+    orientation = numbers(dataset, "ImageOrientationPatient", 6, path or Path("the image"))
+    normal = np.cross(orientation[:3], orientation[3:])
+    norm = np.linalg.norm(normal)
+    if norm < 1e-3:
+        raise InputError("Image Orientation (Patient) row and column directions are parallel")
+    return normal / norm
+
 
 #: Patient LPS (DICOM) to RAS (NIfTI) coordinate flip.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -52,10 +64,6 @@ class AxisMapping:
         out = array_a.transpose(self.order)
         return np.flip(out, axis=self.flipped_axes) if self.flipped_axes else out
 
-    def invert(self, array_b: np.ndarray) -> np.ndarray:
-        flipped = np.flip(array_b, axis=self.flipped_axes) if self.flipped_axes else array_b
-        return flipped.transpose(np.argsort(self.order))
-
 
 def axis_mapping(
     affine_a: np.ndarray, shape_a: tuple[int, ...], affine_b: np.ndarray, shape_b: tuple[int, ...],
@@ -88,4 +96,41 @@ def axis_mapping(
     offset_mm = np.abs(affine_a[:3, :3] @ (index_map[:3, 3] - target_a)).max()
     if offset_mm > tolerance_mm:
         raise InputError(f"image grids are shifted by {offset_mm:.3f} mm")
-    return AxisMapping(order=order, flipped_axes=flipped)
+    return AxisMapping(order=order, flipped_axes=flipped)  # type: ignore[arg-type]
+
+
+def dicom_grid_shape(instances: list[Dataset]) -> tuple[int, int, int]:
+    """(columns, rows, slices) of sorted instances: the index order of :func:`dicom_grid_affine_ras`."""
+    return int(instances[0].Columns), int(instances[0].Rows), len(instances)
+
+
+def to_dicom_order(array: np.ndarray, affine: np.ndarray, instances: list[Dataset]) -> np.ndarray:
+    """An array on a NIfTI grid, rearranged as the series stores pixels: (slice, row, column),
+    slices in the order of ``instances``.
+
+    Raises:
+        InputError: the grid is not the series' grid up to axis order and flips.
+    """
+    mapping = axis_mapping(affine, array.shape, dicom_grid_affine_ras(instances), dicom_grid_shape(instances))
+    return np.ascontiguousarray(mapping.apply(array).transpose(2, 1, 0))
+
+
+def nearest_instances(affine: np.ndarray, slice_axis: int, indices: np.ndarray, instances: list[Dataset]) -> list[Dataset]:
+    """The instance nearest each slice ``indices`` of a NIfTI grid along ``slice_axis`` (by position
+    along the images' normal), so that a series stored, sorted or numbered in any order is matched.
+
+    Raises:
+        InputError: a slice lies farther than half a slice spacing from every instance.
+    """
+    normal = slice_normal(instances[0])
+    positions = np.array([np.dot(normal, np.asarray(ds.ImagePositionPatient, dtype=float)) for ds in instances])
+    voxels = np.zeros((4, len(indices)))
+    voxels[slice_axis] = indices
+    voxels[3] = 1.0
+    slice_positions = (np.linalg.inv(LPS_TO_RAS) @ affine @ voxels)[:3].T @ normal
+    nearest = np.abs(slice_positions[:, None] - positions[None, :]).argmin(axis=1)
+    error = np.abs(slice_positions - positions[nearest])
+    spacing = float(np.linalg.norm(affine[:3, slice_axis]))
+    if np.any(error > 0.5 * spacing):
+        raise InputError(f"the image's slices do not match the DICOM instances (up to {error.max():.2f} mm apart)")
+    return [instances[i] for i in nearest]

@@ -25,8 +25,10 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from ..progress import log
-from .series import DicomSeries, derived_uid, instance_entropy, slice_normal
+from mhub_cpu.core.progress import log
+from mhub_cpu.dicomio.geometry import slice_normal
+from mhub_cpu.dicomio.series import DicomSeries
+from mhub_cpu.dicomio.uids import derived_uid, instance_entropy
 
 #: Type 2 attributes of the Patient and General Study modules that derived objects copy.
 COPIED_TYPE2 = (

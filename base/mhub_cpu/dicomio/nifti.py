@@ -9,22 +9,25 @@ calls ``nibabel.load``. Without ``isal`` it is plain ``nibabel.load``.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nibabel.openers import ImageOpener, gzip_open
 
+from mhub_cpu.core.errors import InputError
+
 try:
     from isal import igzip
 except ImportError:  # optional: nibabel's zlib reader
-    igzip = None
+    igzip = None  # type: ignore[assignment]
 
 
-def _open_gzip(filename: str, mode: str = "rb", compresslevel: int = 9, mtime: int = 0, keep_open: bool = False):
+def _open_gzip(filename: str, mode: str = "rb", compresslevel: int = 9, mtime: int = 0, keep_open: bool = False) -> io.IOBase:
     if mode == "rb" and igzip is not None:
         return igzip.IGzipFile(filename, mode)
-    return gzip_open(filename, mode, compresslevel, mtime, keep_open)
+    return gzip_open(filename, mode, compresslevel, mtime, keep_open)  # type: ignore[arg-type]
 
 
 def load_nifti(path: Path | str) -> nib.Nifti1Image:
@@ -32,7 +35,10 @@ def load_nifti(path: Path | str) -> nib.Nifti1Image:
     opener, arguments = ImageOpener.compress_ext_map[".gz"]
     if opener is not _open_gzip:
         ImageOpener.compress_ext_map[".gz"] = (_open_gzip, arguments)
-    return nib.load(str(path))
+    image = nib.load(str(path))
+    if not isinstance(image, nib.Nifti1Image):  # includes NIfTI-2 (a subclass)
+        raise InputError(f"{path} is not a NIfTI image")
+    return image
 
 
 def unscaled_array(image: nib.Nifti1Image) -> tuple[np.ndarray, float, float]:
@@ -43,5 +49,5 @@ def unscaled_array(image: nib.Nifti1Image) -> tuple[np.ndarray, float, float]:
     """
     proxy = image.dataobj
     if hasattr(proxy, "get_unscaled"):
-        return np.asanyarray(proxy.get_unscaled()), float(proxy.slope), float(proxy.inter)
+        return np.asanyarray(proxy.get_unscaled()), float(proxy.slope), float(proxy.inter)  # type: ignore[attr-defined]
     return np.asanyarray(proxy), 1.0, 0.0

@@ -18,9 +18,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..errors import InputError
-from ..progress import log
-from .nifti import load_nifti, unscaled_array
+from mhub_cpu.core.errors import InputError
+from mhub_cpu.core.progress import log
+from mhub_cpu.dicomio.nifti import load_nifti, unscaled_array
 
 #: HU written where the input had NaN or ±Inf: air, as outside a scanner's field of view.
 NON_FINITE_FILL_HU = -1024.0

@@ -1,1 +1,1 @@
-"""MHub integration: run a model folder's mhubio workflow locally, and MHub's compliance rules."""
+"""MHub integration: run a model folder's mhubio workflow locally, as ``mhub.run`` does in an image."""

@@ -17,24 +17,17 @@ import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-from ..errors import InputError, ProcessingError
-from ..progress import log
+from mhub_cpu.core.errors import InputError, ProcessingError
+from mhub_cpu.core.progress import log
+from mhub_cpu.core.resources import models_root
 
 # The mhubio modules our workflows use; the module paths are the same in mhubio 0.0.2 and its GitHub head.
 MHUBIO_MODULES = {
     "FileStructureImporter": "mhubio.modules.importer.FileStructureImporter",
     "DataOrganizer": "mhubio.modules.organizer.DataOrganizer",
 }
-
-
-def models_root() -> Path:
-    """``$MHUB_CPU_MODELS``, else the repository's ``models/``, else ``/app/models`` (inside an MHub image)."""
-    explicit = os.environ.get("MHUB_CPU_MODELS")
-    if explicit:
-        return Path(explicit)
-    repo_models = Path(__file__).resolve().parents[3] / "models"
-    return repo_models if repo_models.is_dir() else Path("/app/models")
 
 
 def workflow_file(model: str, workflow: str, root: Path | None = None) -> Path:
@@ -71,7 +64,7 @@ def _steps(execute: list) -> list[tuple[str, dict]]:
     return [(s, {}) if isinstance(s, str) else (s["module"], {k: v for k, v in s.items() if k != "module"}) for s in execute]
 
 
-def _instances_without_output(config, targets: list[str]) -> list[str]:
+def _instances_without_output(config: Any, targets: list[str]) -> list[str]:
     """Instances (by ``sid``) that have confirmed data for none of the organiser targets."""
     from mhubio.core import DataTypeQuery
 
@@ -83,7 +76,7 @@ def _instances_without_output(config, targets: list[str]) -> list[str]:
     ]
 
 
-def _record_errors(module, errors: list[str]) -> None:
+def _record_errors(module: Any, errors: list[str]) -> None:
     """Make ``module`` append the messages it logs at level ERROR (mhubio's per-instance failures) to ``errors``."""
     log_method = module.log
 

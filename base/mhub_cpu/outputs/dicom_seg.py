@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 import highdicom as hd
+import nibabel as nib
 import numpy as np
 from pydicom.sr.coding import Code
 
-from .. import __version__
-from ..auto3dseg.labels import Code as LabelCode
-from ..auto3dseg.labels import Label
-from ..dicomio import DicomSeries
-from ..errors import ProcessingError
+from mhub_cpu import __version__
+from mhub_cpu.auto3dseg.labels import Code as LabelCode
+from mhub_cpu.auto3dseg.labels import Label
+from mhub_cpu.core.errors import ProcessingError
+from mhub_cpu.dicomio.geometry import to_dicom_order
+from mhub_cpu.dicomio.series import DicomSeries
 
 #: Segment Algorithm Type (0062,0008) of every segment we write.
 ALGORITHM_TYPE = hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
-#: Segmentation types offered: BINARY (one frame per segment and slice, widest viewer support)
-#: and LABELMAP (one frame per slice holding segment numbers, DICOM 2024 supplement 243).
-SEGMENTATION_TYPES = ("BINARY", "LABELMAP")
+
+
+class SegmentationType(StrEnum):
+    """Segmentation Type (0062,0001) written (``--seg-type``)."""
+
+    BINARY = "BINARY"  #: one frame per segment and slice; the widest viewer support
+    LABELMAP = "LABELMAP"  #: one frame per slice holding segment numbers (DICOM 2024, Supplement 243)
+
+
 #: Fallback category when a label has none: SCT 123037004 "Anatomical structure".
 DEFAULT_CATEGORY = Code("123037004", "SCT", "Anatomical Structure")
 
@@ -44,7 +53,7 @@ def segment_descriptions(labels: list[Label], algorithm: hd.AlgorithmIdentificat
             raise ProcessingError(f"label {label.value} ({label.name}) has no segmented property type code")
         category = _concept(label.codes["category"]) if "category" in label.codes else DEFAULT_CATEGORY
         regions = [_concept(label.codes["anatomic_region"])] if "anatomic_region" in label.codes else None
-        color = hd.color.CIELabColor.from_rgb(*label.color) if label.color else None  # type: ignore[attr-defined]
+        color = hd.color.CIELabColor.from_rgb(*label.color) if label.color else None
         description = hd.seg.SegmentDescription(
             segment_number=number,
             segment_label=label.name,
@@ -70,30 +79,29 @@ def segment_descriptions(labels: list[Label], algorithm: hd.AlgorithmIdentificat
 
 
 def write_dicom_seg(
-    labels_dicom_order: np.ndarray,
+    labels_image: nib.Nifti1Image,
     series: DicomSeries,
     labels: list[Label],
     output_path: Path,
     model_name: str,
     model_version: str,
-    segmentation_type: str = "BINARY",
+    segmentation_type: SegmentationType = SegmentationType.BINARY,
 ) -> list[Label]:
     """Write a DICOM-SEG referencing ``series`` with one segment per label present.
 
     Args:
-        labels_dicom_order: Label values, shape (slices, rows, columns), slices in the order of
-            ``series.instances``.
+        labels_image: Label values on the series' grid (any axis order; see
+            :func:`~mhub_cpu.dicomio.geometry.to_dicom_order`).
         series: The source series (UIDs already resolved).
         labels: The model's labels; those absent from the map get no segment.
         output_path: File to write (written to a temporary name, then renamed).
         model_name, model_version: Algorithm Name/Version (0066,0036)/(0066,0031).
-        segmentation_type: ``BINARY`` or ``LABELMAP``.
+        segmentation_type: Binary or label-map frames.
 
     Returns:
         The labels written, in segment-number order.
     """
-    if segmentation_type not in SEGMENTATION_TYPES:
-        raise ProcessingError(f"unknown segmentation type {segmentation_type!r}")
+    labels_dicom_order = to_dicom_order(np.asarray(labels_image.dataobj), labels_image.affine, series.instances)
     expected = (len(series.instances), int(series.instances[0].Rows), int(series.instances[0].Columns))
     if labels_dicom_order.shape != expected:
         raise ProcessingError(f"label map shape {labels_dicom_order.shape} does not match the series {expected}")
@@ -115,7 +123,7 @@ def write_dicom_seg(
     seg = hd.seg.Segmentation(
         source_images=series.instances,
         pixel_array=segment_map,
-        segmentation_type=segmentation_type,
+        segmentation_type=segmentation_type.value,
         segment_descriptions=segment_descriptions(written, algorithm),
         series_instance_uid=hd.UID(),
         series_number=900,

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..auto3dseg.labels import Label
+from mhub_cpu.auto3dseg.labels import Label
 
 #: CT display window (centre, width) in HU: soft tissue.
 WINDOW = (40.0, 400.0)
@@ -77,4 +77,4 @@ def _to_picture(rgb: np.ndarray, column_spacing: float, row_spacing: float, pixe
     width = max(int(round(rgb.shape[1] * column_spacing / pixel_mm)), 1)
     height = max(int(round(rgb.shape[0] * row_spacing / pixel_mm)), 1)
     scale = 512 / max(width, height)
-    return picture.resize((int(width * scale), int(height * scale)), Image.NEAREST)
+    return picture.resize((int(width * scale), int(height * scale)), Image.Resampling.NEAREST)

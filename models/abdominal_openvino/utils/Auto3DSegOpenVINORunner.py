@@ -13,32 +13,20 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from typing import List
 
-from mhubio.core import Instance, InstanceData, IO, Meta, Module
-
-# MHub SegDB id per segment name of the abdominal-organs label set (labels.csv names, lower case).
-SEGDB_IDS = {
-    'spleen': 'SPLEEN', 'right kidney': 'RIGHT_KIDNEY', 'left kidney': 'LEFT_KIDNEY', 'gallbladder': 'GALLBLADDER',
-    'liver': 'LIVER', 'stomach': 'STOMACH', 'pancreas': 'PANCREAS', 'right adrenal gland': 'RIGHT_ADRENAL_GLAND',
-    'left adrenal gland': 'LEFT_ADRENAL_GLAND', 'left upper lobe of lung': 'LEFT_UPPER_LUNG_LOBE',
-    'left lower lobe of lung': 'LEFT_LOWER_LUNG_LOBE', 'right upper lobe of lung': 'RIGHT_UPPER_LUNG_LOBE',
-    'middle lobe of right lung': 'RIGHT_MIDDLE_LUNG_LOBE', 'right lower lobe of lung': 'RIGHT_LOWER_LUNG_LOBE',
-    'esophagus': 'ESOPHAGUS', 'trachea': 'TRACHEA', 'small intestine': 'SMALL_INTESTINE', 'duodenum': 'DUODENUM',
-    'colon': 'COLON', 'urinary bladder': 'URINARY_BLADDER', 'prostate': 'PROSTATE',
-    'cyst in left kidney': 'LEFT_KIDNEY+CYST', 'cyst in right kidney': 'RIGHT_KIDNEY+CYST',
-}
+from mhubio.core import IO, Instance, InstanceData, Meta, Module
 
 
-def engine_command() -> List[str]:
+def engine_command() -> list[str]:
     """The engine's command line: $MHUB_CPU_BIN (split like a shell would) or `mhub-cpu` on the PATH."""
     return shlex.split(os.environ.get('MHUB_CPU_BIN', 'mhub-cpu'))
 
 
-def roi_of(report: dict) -> str:
-    """Comma-separated SegDB ids in label order (label i of the NIfTI is entry i), from the engine's report."""
+def roi_of(report: dict) -> tuple[str, list[str]]:
+    """The `roi` metadata from the engine's report: MHub SegDB ids in label order (label i of the NIfTI
+    is entry i), empty where SegDB has no id for a segment; and the names of those segments."""
     segments = sorted(report['result']['segments'], key=lambda s: s['label'])
-    return ','.join(SEGDB_IDS.get(s['name'].lower(), s['name'].upper().replace(' ', '_')) for s in segments)
+    return ','.join(s['segdb_id'] or '' for s in segments), [s['name'] for s in segments if not s['segdb_id']]
 
 
 @IO.Config('model', str, 'abdominal-organs-v2.0.0', the='catalogue id of the Auto3DSeg model (converted to OpenVINO IR when the image is built), a model zip, or demo')
@@ -70,7 +58,10 @@ class Auto3DSegOpenVINORunner(Module):
             if result.returncode != 0:
                 raise RuntimeError(f'mhub-cpu segment failed with exit code {result.returncode}: {result.stdout.strip().splitlines()[-1:]}')
             with open(os.path.join(work, 'report.json')) as f:
-                roi = Meta(roi=roi_of(json.load(f)))
+                ids, unknown = roi_of(json.load(f))
+            if unknown:
+                self.log('no MHub SegDB id for:', ', '.join(unknown), '(left empty in the roi metadata)')
+            roi = Meta(roi=ids)
             for name, data in (('segmentation.dcm', seg_data), ('segmentation.nii.gz', label_data), ('report.json', report_data)):
                 if os.path.isfile(os.path.join(work, name)):
                     shutil.move(os.path.join(work, name), data.abspath)

@@ -11,17 +11,16 @@ by SeriesInstanceUID and links them into `<import_dir>/<sid>/dicom/`, as DicomIm
 import os
 import shutil
 from collections import defaultdict
-from typing import Dict, List, Tuple
 
 import pydicom
-from mhubio.core import DataType, DirectoryChain, FileType, Instance, InstanceData, IO, Meta, Module
+from mhubio.core import IO, DataType, DirectoryChain, FileType, Instance, InstanceData, Meta, Module
 
 UNKNOWN_SERIES = "unknown-series"
 
 
-def scan_series(source_dir: str) -> Dict[str, List[Tuple[str, str]]]:
+def scan_series(source_dir: str) -> dict[str, list[tuple[str, str]]]:
     """Map SeriesInstanceUID (or UNKNOWN_SERIES when blank) to (path, modality) of each DICOM file below source_dir."""
-    series: Dict[str, List[Tuple[str, str]]] = defaultdict(list)
+    series: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for root, _, names in os.walk(source_dir, followlinks=True):
         for name in sorted(names):
             path = os.path.join(root, name)

@@ -12,12 +12,11 @@ import shlex
 import shutil
 import subprocess
 import tempfile
-from typing import List
 
-from mhubio.core import Instance, InstanceData, IO, Module
+from mhubio.core import IO, Instance, InstanceData, Module
 
 
-def engine_command() -> List[str]:
+def engine_command() -> list[str]:
     """The engine's command line: $MHUB_CPU_BIN (split like a shell would) or `mhub-cpu` on the PATH."""
     return shlex.split(os.environ.get('MHUB_CPU_BIN', 'mhub-cpu'))
 

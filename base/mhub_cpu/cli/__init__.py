@@ -1,0 +1,183 @@
+"""The ``mhub-cpu`` command line: options are parsed into the engine's types here, and nowhere else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterable
+from enum import StrEnum
+from pathlib import Path
+
+from mhub_cpu import __version__
+from mhub_cpu.cli.bodypart import register as register_bodypart
+from mhub_cpu.cli.mhub import register as register_mhub
+from mhub_cpu.core.errors import MhubCpuError
+from mhub_cpu.core.progress import log
+from mhub_cpu.outputs.dicom_seg import SegmentationType
+from mhub_cpu.runtime.precision import Precision
+from mhub_cpu.segment.splitter import WindowStrategy
+from mhub_cpu.segment.weights import BlendMode
+
+
+def _choices(values: Iterable[StrEnum]) -> list[str]:
+    """Option choices by their values (argparse lists them as typed); parsed into the enum by the handler."""
+    return [value.value for value in values]
+
+
+def _add_segment(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "segment",
+        help="segment a CT (DICOM folder or NIfTI) with an Auto3DSeg model on OpenVINO",
+        description="Segment a CT series with a MONAI Auto3DSeg model converted to OpenVINO. Writes "
+        "segmentation.dcm (DICOM-SEG, for DICOM input), segmentation.nii.gz, preview.png and report.json.",
+    )
+    parser.add_argument("--input", required=True, type=Path, help="folder of DICOM files (any nesting) or a NIfTI file")
+    parser.add_argument("--output", required=True, type=Path, help="folder for the results (created if needed)")
+    _add_model(parser)
+    parser.add_argument("--series", dest="series_uid", help="Series Instance UID to process when the folder holds several CT series")
+    _add_precision(parser)
+    parser.add_argument("--overlap", type=float, default=0.625, help="window overlap fraction (default 0.625, as Slicer)")
+    parser.add_argument("--blend", choices=_choices(BlendMode), default=BlendMode.GAUSSIAN.value, help="window blending (default gaussian)")
+    parser.add_argument(
+        "--windows", dest="strategy", choices=_choices(WindowStrategy), default=WindowStrategy.DENSE.value,
+        help="window placement: dense (MONAI's grid at --overlap, as Slicer; default), sparse (fewest windows "
+        "with at least --overlap shared, short axes get a fitted window), whole (one window over the volume)",
+    )
+    parser.add_argument("--skip-air", action="store_true", help="do not run windows that hold only air (< -950 HU)")
+    parser.add_argument(
+        "--max-memory", dest="max_memory_mb", type=float,
+        help="memory budget in MiB for inference: windows are shrunk until the estimated peak fits (default: no limit)",
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads for OpenVINO (default: all cores)")
+    parser.add_argument(
+        "--seg-type", dest="segmentation_type", choices=_choices(SegmentationType), default=SegmentationType.BINARY.value,
+        help="DICOM-SEG type: BINARY (default, widest viewer support) or LABELMAP",
+    )
+    parser.set_defaults(func=_run_segment)
+
+
+def _add_model(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default="demo",
+        help="catalogue model id or name (e.g. abdominal-organs, downloaded once into the cache), a local "
+        "model zip/folder, or 'demo' (the embedded demo model, default)",
+    )
+    parser.add_argument(
+        "--trust-model", action="store_true",
+        help="unpickle model.pt with PyTorch's full unpickler, which can run code in the file; only for a "
+        "checkpoint you trust that holds types beyond tensors and plain containers (default: refused)",
+    )
+
+
+def _add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision", choices=_choices(Precision), default=Precision.F32.value,
+        help="f32: fp32 weights and compute (default, closest to the reference); bf16: bfloat16 compute (CPUs with "
+        "native bf16); fp16: fp16-compressed weights, f32 compute; int8: NNCF INT8 quantisation calibrated on CT "
+        "(see --calibration)",
+    )
+    parser.add_argument(
+        "--calibration", nargs="+", type=Path, default=(),
+        help="CT NIfTI files to calibrate INT8 on (default: the engine's calibration CT, configs/calibration/)",
+    )
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    from mhub_cpu.segment.job import SegmentRequest, run_segment
+    from mhub_cpu.segment.pipeline import InferenceSettings
+
+    settings = InferenceSettings(
+        precision=Precision(args.precision), overlap=args.overlap, blend=BlendMode(args.blend), threads=args.threads,
+        strategy=WindowStrategy(args.strategy), skip_air=args.skip_air, max_memory_mb=args.max_memory_mb,
+    )
+    request = SegmentRequest(
+        input_path=args.input, output_dir=args.output, model=args.model, series_uid=args.series_uid, settings=settings,
+        segmentation_type=SegmentationType(args.segmentation_type), calibration=tuple(args.calibration),
+        trust_model=args.trust_model,
+    )
+    report = run_segment(request)
+    found = [s["name"] for s in report["result"]["segments"] if s["voxels"]]
+    log(f"done in {report['total_s']:.1f} s, peak memory {report['peak_rss_mb']:.0f} MiB, {len(found)} structures found")
+    for name in report["outputs"].values():
+        print(args.output / name)
+    return 0
+
+
+def _add_convert(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "convert", help="convert (and for int8 quantise) a model to cached OpenVINO IR ahead of time (needs torch)",
+    )
+    _add_model(parser)
+    _add_precision(parser)
+    parser.set_defaults(func=_run_convert)
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from mhub_cpu.segment.model import prepare_network, resolve_bundle
+
+    bundle = resolve_bundle(args.model)
+    converted = prepare_network(bundle, Precision(args.precision), tuple(args.calibration), args.trust_model)
+    print(json.dumps({
+        "model": bundle.model_id, "source": str(bundle.source), "source_sha256": bundle.source_sha256,
+        "checkpoint_sha256": bundle.checkpoint_sha256, "sha256_known": bundle.sha256_known,
+        "xml": str(converted.xml_path), "ir": converted.ir.value, "config": converted.config,
+    }, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mhub-cpu", description="CPU-friendly medical imaging models, the MHub way.")
+    parser.add_argument("--version", action="version", version=f"mhub-cpu {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    _add_segment(subparsers)
+    _add_convert(subparsers)
+    register_bodypart(subparsers)
+    register_mhub(subparsers)
+    return parser
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is so that staging folders are cleaned up on the way out."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a subcommand; errors become one line ``mhub-cpu: error: …`` and an exit code.
+
+    :class:`MhubCpuError` is a refusal with its own exit code; Ctrl-C exits 130 and SIGTERM 143,
+    both after removing partial results. Any other exception is a bug: one line names it (exit
+    70); ``MHUB_CPU_DEBUG=1`` shows the traceback.
+    """
+    args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return args.func(args)
+    except MhubCpuError as exc:
+        print(f"mhub-cpu: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exc.exit_code
+    except Terminated:
+        print("mhub-cpu: terminated (SIGTERM); partial results removed", file=sys.stderr)
+        return 143
+    except KeyboardInterrupt:
+        print("mhub-cpu: interrupted; partial results removed", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, never a traceback
+        if os.environ.get("MHUB_CPU_DEBUG"):
+            raise
+        print(
+            f"mhub-cpu: internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            "(a bug in mhub-cpu: please report it with the command line; MHUB_CPU_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 70
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+

@@ -1,0 +1,160 @@
+"""Auto3DSeg checkpoint → OpenVINO IR with a static input shape, cached by content and settings.
+
+The IR folder holds ``model.xml``/``model.bin`` and ``model_config.json`` (the preprocessing and
+sliding-window settings of the checkpoint's ``config``), so that inference from a cached IR needs
+neither torch nor the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mhub_cpu.auto3dseg.bundle import ModelBundle
+from mhub_cpu.convert.checkpoint import load_checkpoint
+from mhub_cpu.convert.ir_cache import IR_XML, cache_key, cached_ir
+from mhub_cpu.core.errors import ModelError
+from mhub_cpu.core.progress import log
+from mhub_cpu.runtime.precision import IrFormat
+
+#: Bump when the IR or model_config.json layout changes, to invalidate old cache entries.
+CACHE_FORMAT = 3
+#: Checkpoint config keys carried to inference.
+RUNTIME_KEYS = (
+    "roi_size", "resample_resolution", "normalize_mode", "intensity_bounds", "orientation_ras",
+    "crop_foreground", "sigmoid", "input_channels", "output_classes",
+)
+
+
+@dataclass(frozen=True)
+class ConvertedModel:
+    """A cached OpenVINO IR and the settings inference needs."""
+
+    xml_path: Path
+    config: dict[str, Any]
+    ir: IrFormat
+
+
+#: Quantises a converted model: ``(ov_model, runtime_config) -> INT8 ov_model`` (see ``segment.calibration``).
+Quantizer = Callable[[Any, dict[str, Any]], Any]
+#: The settings inference needs, beside the IR.
+CONFIG_JSON = "model_config.json"
+
+
+def network_from_config(config: dict[str, Any]) -> Any:
+    """Rebuild the network from ``config["network"]`` with MONAI's bundle ConfigParser.
+
+    ``INSTANCE_NVFUSER`` normalisation (a CUDA-only fused kernel of instance norm) is replaced by
+    plain ``INSTANCE``, which computes the same function on CPU.
+    """
+    from monai.bundle import ConfigParser
+
+    network_config = json.loads(json.dumps(config["network"]))
+    if str(network_config.get("norm", "")).upper() == "INSTANCE_NVFUSER":
+        network_config["norm"] = "INSTANCE"
+    try:
+        return ConfigParser(network_config).get_parsed_content()
+    except Exception as exc:
+        raise ModelError(f"cannot build the network from the checkpoint config: {exc}") from exc
+
+
+def size_divisor(config: dict[str, Any]) -> int:
+    """Input sizes must be multiples of this: SegResNet(DS) halves the resolution
+    ``len(blocks_down) − 1`` times."""
+    return 2 ** (len(config["network"].get("blocks_down", [1, 2, 2, 4, 4])) - 1)
+
+
+def check_supported(config: dict[str, Any]) -> None:
+    """Refuse a model this engine cannot run as its trainer meant, before any work on an image.
+
+    Raises:
+        ModelError: multi-label (sigmoid) outputs, more than one input channel or extra modalities,
+            or a config without the fields inference needs.
+    """
+    if config.get("extra_modalities"):
+        raise ModelError("multi-input models (extra_modalities) are not supported")
+    if int(config.get("input_channels", 1)) != 1:
+        raise ModelError(f"models with {config['input_channels']} input channels are not supported (single CT input only)")
+    if config.get("sigmoid"):
+        raise ModelError("sigmoid (multi-label) models are not supported: labels would overlap, one label per voxel is written")
+    if "roi_size" not in config or "normalize_mode" not in config:
+        raise ModelError("checkpoint config lacks roi_size or normalize_mode")
+
+
+def runtime_config(config: dict[str, Any], output_classes: int) -> dict[str, Any]:
+    """The subset of the checkpoint config used at inference, with Auto3DSeg's defaults filled in."""
+    check_supported(config)
+    runtime = {key: config[key] for key in RUNTIME_KEYS if key in config}
+    runtime.setdefault("crop_foreground", True)
+    runtime.setdefault("orientation_ras", False)
+    runtime.setdefault("sigmoid", False)
+    runtime.setdefault("input_channels", 1)
+    runtime.setdefault("intensity_bounds", None)
+    runtime.setdefault("resample_resolution", None)
+    runtime["output_classes"] = output_classes
+    runtime["size_divisor"] = size_divisor(config)
+    runtime["init_filters"] = int(config["network"].get("init_filters", 32))  # for the memory model
+    runtime["roi_size"] = [int(v) for v in runtime["roi_size"]]
+    return runtime
+
+
+def convert_bundle(
+    bundle: ModelBundle,
+    ir: IrFormat = IrFormat.FP32,
+    quantizer: Quantizer | None = None,
+    quantizer_id: str = "",
+    trust_model: bool = False,
+) -> ConvertedModel:
+    """Return the cached IR of ``bundle`` in format ``ir``, converting it on first use.
+
+    Args:
+        bundle: The model.
+        ir: ``fp32``, ``fp16`` (weights compressed to fp16) or ``int8``.
+        quantizer: For ``int8``: function ``(ov_model, runtime_config) -> quantised ov_model``.
+        quantizer_id: Identifies the quantisation settings and calibration data in the cache key.
+        trust_model: Unpickle the checkpoint with the full unpickler (see :mod:`.checkpoint`).
+
+    Raises:
+        ModelError: the checkpoint cannot be loaded or converted, or the model is not supported
+            (:func:`check_supported`), also for an IR found in the cache.
+    """
+    import openvino
+
+    if ir is IrFormat.INT8 and quantizer is None:
+        raise ModelError("int8 conversion needs a quantizer (calibration data)")
+    key = cache_key(CACHE_FORMAT, bundle.checkpoint_sha256, ir.value, openvino.__version__, quantizer_id)
+
+    def build(staging: Path) -> None:
+        import openvino as ov
+        import torch
+
+        log(f"converting {bundle.model_id} to OpenVINO IR ({ir}); done once, then cached")
+        config, state_dict = load_checkpoint(bundle.checkpoint_bytes, trust=trust_model)
+        check_supported(config)
+        network = network_from_config(config)
+        try:
+            network.load_state_dict(state_dict, strict=True)
+        except RuntimeError as exc:
+            raise ModelError(f"state_dict does not match the network of the config: {exc}") from exc
+        network.eval()
+        roi = [int(v) for v in config["roi_size"]]
+        # Trace on a small input: the network is fully convolutional, and `input=` fixes the IR's
+        # static shape to the model window. Tracing at full window size needs several GB (118-class
+        # whole-body models were killed for memory on a 24 GB machine).
+        example = torch.zeros(1, 1, *[2 * size_divisor(config)] * 3)
+        with torch.no_grad():
+            output_classes = int(network(example).shape[1])
+            ov_model = ov.convert_model(network, example_input=example, input=[(1, 1, *roi)])
+        runtime = runtime_config(config, output_classes)
+        if quantizer is not None and ir is IrFormat.INT8:
+            ov_model = quantizer(ov_model, runtime)
+        ov.save_model(ov_model, staging / IR_XML, compress_to_fp16=(ir is IrFormat.FP16))
+        (staging / CONFIG_JSON).write_text(json.dumps(runtime, indent=2) + "\n")
+
+    target = cached_ir(f"{bundle.model_id}-{ir}-{key}", build, required=(IR_XML, CONFIG_JSON))
+    config = json.loads((target / CONFIG_JSON).read_text())
+    check_supported(config)
+    return ConvertedModel(target / IR_XML, config, ir)

@@ -1,0 +1,1 @@
+"""Pieces every layer shares: errors, progress and timing, atomic files, the download cache, resources."""

@@ -1,1 +1,0 @@
-"""Auto3DSeg inference: preprocessing faithful to the Slicer script, sliding window on OpenVINO."""

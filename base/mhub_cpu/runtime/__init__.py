@@ -1,0 +1,1 @@
+"""The model runtime: OpenVINO networks compiled for this CPU, in a precision that is checked."""

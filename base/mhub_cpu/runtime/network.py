@@ -1,0 +1,81 @@
+"""An OpenVINO IR compiled for the CPU, with its precision stated explicitly and read back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mhub_cpu.core.errors import ModelError
+from mhub_cpu.runtime.precision import Precision, RunPrecision, require_compute, verify_ran
+
+
+def compile_for_cpu(
+    xml_path: Path, precision: Precision, threads: int | None = None, input_shape: tuple[int, ...] | None = None,
+) -> tuple[Any, RunPrecision]:
+    """Compile an IR for the CPU and check that it runs in the precision asked for.
+
+    OpenVINO picks bf16 by itself on CPUs with native bf16 unless told otherwise, and drops a bf16
+    hint on CPUs without it, so the compute precision is always passed as
+    ``INFERENCE_PRECISION_HINT`` and what was compiled is read back (:class:`RunPrecision`).
+
+    Args:
+        precision: The run's precision; its compute part is refused before compiling if this CPU
+            lacks it, and an INT8 IR must run at least one layer in INT8.
+        threads: INFERENCE_NUM_THREADS; all cores when ``None``.
+        input_shape: Shape to reshape the network's input to (e.g. another window size of a fully
+            convolutional network); the IR's own shape when ``None``.
+
+    Returns:
+        The ``openvino.CompiledModel`` and the precision it runs in.
+
+    Raises:
+        ModelError: the IR cannot be compiled, or would not run in the requested precision.
+    """
+    import openvino as ov
+
+    require_compute(precision.compute)
+    core = ov.Core()
+    properties: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision.compute.value, "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        properties["INFERENCE_NUM_THREADS"] = int(threads)
+    try:
+        model = core.read_model(str(xml_path))
+        if input_shape is not None:
+            model.reshape(list(input_shape))
+        compiled = core.compile_model(model, "CPU", properties)
+    except RuntimeError as exc:
+        raise ModelError(f"OpenVINO cannot compile {xml_path}: {exc}") from exc
+    ran = RunPrecision.of(compiled)
+    verify_ran(ran, precision)
+    return compiled, ran
+
+
+class Network:
+    """A compiled single-input network: ``network(batch)`` returns its first output.
+
+    Attributes:
+        ran: The precision every compute layer runs in (read back from OpenVINO).
+        precision: The precision asked for.
+        input_shape: The compiled input shape (``-1`` where dynamic).
+    """
+
+    def __init__(
+        self, xml_path: Path, precision: Precision, threads: int | None = None,
+        input_shape: tuple[int, ...] | None = None,
+    ) -> None:
+        """Compile ``xml_path`` for the CPU (see :func:`compile_for_cpu`)."""
+        self.precision = precision
+        self._compiled, self.ran = compile_for_cpu(xml_path, precision, threads, input_shape)
+        self._request = self._compiled.create_infer_request()
+        self.input_shape = tuple(d.get_length() if d.is_static else -1 for d in self._compiled.input(0).get_partial_shape())
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """The first output for one input batch (float32).
+
+        The array is OpenVINO's own output buffer (no copy): valid, and writable, until the next call.
+        """
+        inputs = np.ascontiguousarray(batch, dtype=np.float32)
+        result = self._request.infer({0: inputs}, share_inputs=True, share_outputs=True)
+        return np.asarray(result[0])

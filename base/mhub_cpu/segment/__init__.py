@@ -1,0 +1,1 @@
+"""The segmentation job: CT → preprocessing → sliding window on OpenVINO → label map → DICOM-SEG."""

@@ -1,0 +1,135 @@
+"""``mhub-cpu segment``: CT (DICOM folder or NIfTI) → Auto3DSeg model on OpenVINO → DICOM-SEG.
+
+The model is resolved, converted (once) and checked before the input is read, so that a model
+this engine cannot run is refused before any work on the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import nibabel as nib
+import numpy as np
+
+from mhub_cpu.auto3dseg.bundle import ModelBundle
+from mhub_cpu.core.errors import ProcessingError
+from mhub_cpu.core.files import staged_output, write_json
+from mhub_cpu.core.progress import StageTimer, log
+from mhub_cpu.dicomio import read_input
+from mhub_cpu.outputs.dicom_seg import SegmentationType, write_dicom_seg
+from mhub_cpu.outputs.preview import write_preview
+from mhub_cpu.runtime.precision import CpuCapabilities, require_compute
+from mhub_cpu.segment.model import prepare_network, resolve_bundle
+from mhub_cpu.segment.pipeline import InferenceSettings, check_settings, segment_image
+from mhub_cpu.segment.report import segment_report
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """Everything ``mhub-cpu segment`` needs (options already parsed into their types)."""
+
+    input_path: Path
+    output_dir: Path
+    model: str = "demo"
+    series_uid: str | None = None
+    settings: InferenceSettings = InferenceSettings()
+    segmentation_type: SegmentationType = SegmentationType.BINARY
+    calibration: tuple[Path, ...] = ()
+    trust_model: bool = False
+
+
+#: Every file ``segment`` may write into the output folder.
+OUTPUT_FILES = ("segmentation.dcm", "segmentation.nii.gz", "preview.png", "report.json")
+
+
+class Segmenter(Protocol):
+    """A labelling engine for the job: prepared once per model, then ``label(image, timer)``."""
+
+    def prepare(self, request: SegmentRequest, bundle: ModelBundle, timer: StageTimer) -> None:
+        """Get the model ready and refuse what cannot run, before the input is read."""
+
+    def label(self, image: nib.Nifti1Image, timer: StageTimer) -> tuple[nib.Nifti1Image, dict]:
+        """Labels on ``image``'s grid and facts about the run for the report."""
+
+
+class OpenVinoSegmenter:
+    """Our engine: the cached OpenVINO IR in the requested precision, sliding window as requested."""
+
+    def prepare(self, request: SegmentRequest, bundle: ModelBundle, timer: StageTimer) -> None:
+        with timer.stage("prepare network"):
+            self.converted = prepare_network(bundle, request.settings.precision, request.calibration, request.trust_model)
+        self.settings = request.settings
+        check_settings(self.converted.config, self.settings)
+
+    def label(self, image: nib.Nifti1Image, timer: StageTimer) -> tuple[nib.Nifti1Image, dict]:
+        result = segment_image(image, self.converted, self.settings, timer)
+        facts = {
+            "engine": "openvino",
+            "precision": {**self.settings.precision.to_json(), **result.ran.to_json(), "cpu": CpuCapabilities.query().to_json()},
+            "ir": str(self.converted.xml_path),
+            "config": self.converted.config,
+            "settings": {
+                "overlap": self.settings.overlap, "blend": self.settings.blend, "threads": self.settings.threads,
+                "strategy": self.settings.strategy, "skip_air": self.settings.skip_air,
+                "max_memory_mb": self.settings.max_memory_mb,
+            },
+            "windows": result.windows,
+            "window": list(result.window),
+            "model_grid_shape": list(result.model_grid_shape),
+            "model_spacing_mm": list(result.model_spacing),
+        }
+        return result.labels, facts
+
+
+def run_segment(request: SegmentRequest, segmenter: Segmenter | None = None) -> dict:
+    """Segment the input and write the result files into ``request.output_dir``.
+
+    Results are assembled in a staging folder inside the output folder and moved into place
+    only when all of them are complete; a failed run leaves no result, not even an earlier one.
+
+    Returns:
+        The report (also written as ``report.json``).
+    """
+    require_compute(request.settings.precision.compute)  # before any work
+    timer = StageTimer()
+    with staged_output(request.output_dir, OUTPUT_FILES, last="report.json") as staging:
+        report = _segment_into(request, staging, timer, segmenter or OpenVinoSegmenter())
+    for name in report["outputs"].values():
+        log(f"wrote {request.output_dir / name}")
+    return report
+
+
+def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, segmenter: Segmenter) -> dict:
+    with timer.stage("load model"):
+        bundle = resolve_bundle(request.model)
+    segmenter.prepare(request, bundle, timer)
+    with timer.stage("read input"):
+        volume = read_input(request.input_path, staging / "work", request.series_uid)
+    labels_image, facts = segmenter.label(volume.image, timer)
+    label_map = np.asarray(labels_image.dataobj)
+    if not label_map.any():
+        raise ProcessingError(
+            f"the model found none of its {len(bundle.labels)} structures in this image, so there is no segmentation "
+            "to write (does the image show the body region the model was trained on?)"
+        )
+    outputs: dict[str, str] = {}
+    segments_written = None
+    with timer.stage("write outputs"):
+        nib.save(labels_image, staging / "segmentation.nii.gz")
+        outputs["nifti"] = "segmentation.nii.gz"
+        write_preview(volume.image, labels_image, bundle.labels, staging / "preview.png")
+        outputs["preview"] = "preview.png"
+        if volume.series is not None:
+            segments_written = write_dicom_seg(
+                labels_image, volume.series, bundle.labels, staging / "segmentation.dcm", bundle.model_id,
+                bundle.version, request.segmentation_type,
+            )
+            outputs["dicom_seg"] = "segmentation.dcm"
+    report = segment_report(
+        request.input_path, request.segmentation_type, bundle, volume, labels_image, facts, segments_written, timer,
+        {**outputs, "report": "report.json"},
+    )
+    write_json(staging / "report.json", report)
+    return report

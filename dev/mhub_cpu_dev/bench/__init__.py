@@ -1,0 +1,1 @@
+"""Benchmarks: the reference pipeline and our modes side by side on fixed workloads (``python -m mhub_cpu_dev.bench``)."""
