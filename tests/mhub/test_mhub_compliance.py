@@ -180,9 +180,15 @@ def test_model_images_convert_weights_at_build_time_and_drop_torch(model_dir: Pa
     text = (model_dir / "dockerfiles" / "Dockerfile").read_text()
     assert "ENV MHUB_CPU_BIN=/opt/mhub-cpu/venv/bin/mhub-cpu" in text
     assert "uv pip uninstall torch" in text
+    assert "python -c" not in text, "conversion through public commands only"
     if model_dir.name == "abdominal_openvino":
+        default_models = text.split('ARG MHUB_CPU_MODELS="', 1)[1].split('"', 1)[0].split()
         for workflow in model_dir.glob("config/*.yml"):
             model = yaml.safe_load(workflow.read_text())["modules"]["Auto3DSegOpenVINORunner"]["model"]
-            assert f"convert --model {model} " in text
+            assert model in default_models, (workflow.name, model)
+        for precision in ("f32", "fp16", "int8"):  # every IR format a workflow may ask for, made at build time
+            assert precision in text.split("for precision in", 1)[1].split(";", 1)[0]
+        assert "${MHUB_CPU_BIN} verify --model $model --precision f32 bf16 fp16 int8" in text
     else:
-        assert "resolve_model(None)" in text  # the public Zenodo model of mhub_cpu.bodypart.modelfiles
+        assert "ARG MHUB_CPU_BPREG_MODEL=\n" in text  # empty: the public Zenodo model of mhub_cpu.bodypart.modelfiles
+        assert "bodypart-convert \"$@\" --precision f32" in text and "bodypart-convert \"$@\" --precision int8" in text

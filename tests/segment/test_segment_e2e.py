@@ -164,7 +164,7 @@ def test_dice_against_totalsegmentator_through_dicom_seg(demo_run: Path) -> None
 
 
 def test_agreement_with_monai_reference_pipeline(demo_model: Path, tmp_path: Path) -> None:
-    from mhub_cpu_dev.reference.slicer_monai import reference_segment
+    from mhub_cpu.convert.reference import reference_segment
 
     result = run_cli("segment", "--input", str(CT_NIFTI), "--output", str(tmp_path), "--model", str(demo_model))
     assert result.returncode == 0, result.stderr

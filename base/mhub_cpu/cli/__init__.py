@@ -129,12 +129,42 @@ def _run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_verify(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "verify",
+        help="check a converted model against its PyTorch checkpoint and the MONAI reference (needs torch; image builds run it)",
+        description="For each precision: the OpenVINO logits of one window against PyTorch's and the labels of the whole "
+        "pipeline against the MONAI reference of the Slicer script, on the engine's calibration CT. Prints the figures as "
+        "JSON (and writes them with --output); exits 4 when a precision agrees less than required.",
+    )
+    _add_model(parser)
+    parser.add_argument(
+        "--precision", nargs="+", choices=_choices(Precision), default=[Precision.F32.value], help="precisions to verify (default f32)",
+    )
+    parser.add_argument("--ct", type=Path, help="CT NIfTI to verify on (default: the engine's calibration CT)")
+    parser.add_argument("--output", type=Path, help="JSON file for the figures")
+    parser.set_defaults(func=_run_verify)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from mhub_cpu.core.files import write_json
+    from mhub_cpu.segment.model import resolve_bundle
+    from mhub_cpu.segment.verify import verify_model
+
+    results = verify_model(resolve_bundle(args.model), [Precision(p) for p in args.precision], args.ct)
+    if args.output:
+        write_json(args.output, results)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mhub-cpu", description="CPU-friendly medical imaging models, the MHub way.")
     parser.add_argument("--version", action="version", version=f"mhub-cpu {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_segment(subparsers)
     _add_convert(subparsers)
+    _add_verify(subparsers)
     register_bodypart(subparsers)
     register_mhub(subparsers)
     return parser

@@ -1,8 +1,9 @@
-"""``mhub-cpu bodypart``: CT quality assurance with Body Part Regression."""
+"""``mhub-cpu bodypart`` (CT quality assurance with Body Part Regression) and ``mhub-cpu bodypart-convert``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from mhub_cpu.bodypart.model import PRECISIONS
@@ -28,8 +29,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from mhub_cpu.bodypart.model import ir_path
+    from mhub_cpu.bodypart.modelfiles import resolve_model
+    from mhub_cpu.core.cache import sha256_of
+
+    model = resolve_model(args.model)
+    precision = Precision(args.precision)
+    calibration = [Path(p) for p in args.calibration] if args.calibration else None
+    print(json.dumps({
+        "model": str(model.path), "weights_sha256": sha256_of(model.weights), "precision": precision.to_json(),
+        "ir": str(ir_path(model, precision, calibration)),
+    }, indent=2))
+    return 0
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``bodypart`` subcommand."""
+    """Add the ``bodypart`` and ``bodypart-convert`` subcommands."""
     parser = subparsers.add_parser(
         "bodypart",
         help="CT quality assurance with Body Part Regression (bpreg.json, qa.json, DICOM SR)",
@@ -38,6 +54,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--input", required=True, help="DICOM folder or NIfTI file of a CT")
     parser.add_argument("--output", required=True, help="output folder")
+    _add_model_options(parser)
+    parser.add_argument("--fast", action="store_true", help="score one slice every 2.5 mm and interpolate (approximate)")
+    parser.add_argument("--crop-from", default=None, help="landmark where the cropped NIfTI starts, e.g. L5")
+    parser.add_argument("--crop-to", default=None, help="landmark where the cropped NIfTI ends, e.g. Th1")
+    parser.add_argument("--series", "--series-uid", dest="series_uid", default=None, help="Series Instance UID when the folder holds several CT series")
+    parser.set_defaults(func=_run)
+
+    convert = subparsers.add_parser(
+        "bodypart-convert",
+        help="convert (and for int8 quantise) the bpreg model to cached OpenVINO IR ahead of time (needs torch)",
+    )
+    _add_model_options(convert)
+    convert.set_defaults(func=_convert)
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="bpreg model directory or zip URL (default: public model from Zenodo, cached)")
     parser.add_argument(
         "--precision", choices=[p.value for p in PRECISIONS], default=Precision.F32.value,
@@ -46,8 +78,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration", nargs="+", default=None, metavar="CT",
                         help="int8: CT NIfTI files or DICOM folders to calibrate on (default: the engine's calibration CT, "
                         "configs/calibration/)")
-    parser.add_argument("--fast", action="store_true", help="score one slice every 2.5 mm and interpolate (approximate)")
-    parser.add_argument("--crop-from", default=None, help="landmark where the cropped NIfTI starts, e.g. L5")
-    parser.add_argument("--crop-to", default=None, help="landmark where the cropped NIfTI ends, e.g. Th1")
-    parser.add_argument("--series", "--series-uid", dest="series_uid", default=None, help="Series Instance UID when the folder holds several CT series")
-    parser.set_defaults(func=_run)

@@ -27,7 +27,7 @@ class ReferenceSegmenter:
         self.request, self.bundle = request, bundle
 
     def label(self, image: nib.Nifti1Image, timer: StageTimer) -> tuple[nib.Nifti1Image, dict]:
-        from mhub_cpu_dev.reference.slicer_monai import reference_segment
+        from mhub_cpu.convert.reference import reference_segment
 
         with timer.stage("inference"):
             labels = reference_segment(

@@ -4,7 +4,8 @@ Mirrors ``auto3dseg_segresnet_inference.py`` for a single-input, softmax CT mode
 ``LoadImaged``, normalise, ``Orientationd("RAS")``, ``CropForegroundd`` on the raw image with
 margin 10, ``Spacingd`` (bilinear, min/max pixdim 0.75/1.25 × target), ``SlidingWindowInfererAdapt``
 (sw_batch_size 1, Gaussian blending; overlap 0.625 unless given), softmax + argmax, ``Invertd``
-with nearest interpolation. Used by tests and benchmarks to measure agreement; needs torch.
+with nearest interpolation. ``mhub-cpu verify`` (image builds), tests and benchmarks measure our
+agreement with it; needs torch.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from mhub_cpu.auto3dseg.bundle import ModelBundle
 from mhub_cpu.convert.auto3dseg import network_from_config
 from mhub_cpu.convert.checkpoint import load_checkpoint
 from mhub_cpu.core.progress import log
+from mhub_cpu.dicomio.nifti import load_nifti
 
 
 def reference_segment(image_path: Path, bundle: ModelBundle, overlap: float = 0.625, threads: int | None = None) -> nib.Nifti1Image:
@@ -49,7 +51,7 @@ def reference_segment(image_path: Path, bundle: ModelBundle, overlap: float = 0.
 
     loaded = LoadImaged(keys=["image1"], ensure_channel_first=True, dtype=None, image_only=False)({"image1": str(image_path)})
     transforms = [ConcatItemsd(keys=["image1"], name="image", dim=0), EnsureTyped(keys="image", data_type="tensor", dtype=torch.float)]
-    mode, bounds = config["normalize_mode"], config.get("intensity_bounds")
+    mode, bounds = config["normalize_mode"], config.get("intensity_bounds") or [0.0, 1.0]
     if mode in ("range", "ct"):
         transforms += [
             ScaleIntensityRanged(keys="image", a_min=bounds[0], a_max=bounds[1], b_min=-1, b_max=1, clip=False),
@@ -66,8 +68,8 @@ def reference_segment(image_path: Path, bundle: ModelBundle, overlap: float = 0.
     if config.get("resample_resolution") is not None:
         pixdim = list(config["resample_resolution"])
         transforms.append(Spacingd(
-            keys=["image"], pixdim=pixdim, mode=["bilinear"], dtype=torch.float,
-            min_pixdim=np.array(pixdim) * 0.75, max_pixdim=np.array(pixdim) * 1.25, allow_missing_keys=True,
+            keys=["image"], pixdim=pixdim, mode=["bilinear"], dtype=torch.float,  # type: ignore[arg-type]
+            min_pixdim=[v * 0.75 for v in pixdim], max_pixdim=[v * 1.25 for v in pixdim], allow_missing_keys=True,
         ))
     inference_transform = Compose(transforms)
     inferer = SlidingWindowInfererAdapt(
@@ -81,13 +83,26 @@ def reference_segment(image_path: Path, bundle: ModelBundle, overlap: float = 0.
         logits = inferer(inputs=data, network=network)
         if isinstance(logits, (list, tuple)):
             logits = logits[0]
-        prediction = torch.argmax(torch.softmax(logits, dim=1), dim=1, keepdim=True).to(dtype=torch.uint8)
+        prediction = torch.argmax(torch.softmax(logits, dim=1), dim=1, keepdim=True).to(dtype=torch.uint8)  # type: ignore[arg-type]
     del logits
     batch["pred"] = convert_to_dst_type(prediction, batch["image"], dtype=prediction.dtype)[0]
     invert = Compose([Invertd(keys="pred", orig_keys="image", transform=inference_transform, nearest_interp=True)])
     segmentation = [invert(item)["pred"] for item in decollate_batch(batch)][0][0]
     labels = segmentation.cpu().numpy().astype(np.uint8)
-    reference_image = nib.load(image_path)
+    reference_image = load_nifti(image_path)
     out = nib.Nifti1Image(labels, reference_image.affine)
     out.set_data_dtype(np.uint8)
     return out
+
+
+def reference_logits(bundle: ModelBundle, window: np.ndarray) -> np.ndarray:
+    """The checkpoint's own logits (classes × window) for one preprocessed window, in PyTorch fp32."""
+    import torch
+
+    config, state_dict = load_checkpoint(bundle.checkpoint_bytes)
+    network = network_from_config(config)
+    network.load_state_dict(state_dict, strict=True)
+    network.eval()
+    with torch.no_grad():
+        output = network(torch.from_numpy(np.ascontiguousarray(window, dtype=np.float32))[None, None])
+    return (output[0] if isinstance(output, (list, tuple)) else output)[0].numpy()

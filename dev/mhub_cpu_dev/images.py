@@ -1,0 +1,197 @@
+"""Build and run the images with podman (or docker where a daemon runs): ``make images``.
+
+Three images: the standalone engine (``Dockerfile.base``) and the two MHub model images
+(``models/*/dockerfiles/Dockerfile``) on a local approximation of ``mhubai/base:latest``
+(``dev/images/mhub-base.Dockerfile``, from ``../shared/vendor/mhub/``). Where no registry is
+reachable the first base is a Debian bookworm made with mmdebstrap from the host's apt sources.
+
+podman keeps all its state under ``output/images/podman/`` with one storage configuration; runc
+(crun fails on cgroups v1 hybrid mode) with rlimits this sandbox lets a container set. Builds reach
+the package registries with ``--network host`` and read the host's pip configuration, local wheel
+folders and CA bundle through read-only mounts; nothing of it is baked into an image. Model images
+are built from throwaway git repositories: the engine at HEAD, and a models repository holding only
+``models/<name>`` (``import_mhub_model.sh`` would otherwise leave this repository's pyproject.toml
+in ``/app``, which ``uv run`` inside ``mhub.run`` then tries to sync, offline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mhub_cpu.core.progress import log
+from mhub_cpu_dev.shared import SHARED_DATA
+
+REPO = Path(__file__).resolve().parents[2]
+OUT = REPO / "output" / "images"
+VENDOR = SHARED_DATA.parent / "vendor" / "mhub"
+BASE = "localhost/mhub-cpu-base:bookworm"
+ENGINE = "localhost/mhub-cpu:latest"
+MHUB_BASE = "docker.io/mhubai/base:latest"
+MODEL_IMAGES = {"abdominal_openvino": "localhost/mhub-cpu-abdominal_openvino:test", "bpreg": "localhost/mhub-cpu-bpreg:test"}
+#: rlimits a container may set here (podman's defaults are refused: no CAP_SYS_RESOURCE).
+ULIMITS = ("nofile=16384:16384", "nproc=32768:32768")
+#: Debian packages of the first base: Python 3.11 with venv, git for the model Dockerfiles.
+BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates", "git")
+#: Branch of the throwaway engine repository the model images are built from.
+ENGINE_REF = "image-build"
+
+
+def engine() -> list[str]:
+    """``podman`` with this project's configuration, or ``docker`` where a daemon answers."""
+    if shutil.which("podman"):
+        return ["podman"]
+    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        return ["docker"]
+    raise SystemExit("neither podman nor a running docker daemon: apt-get install podman runc mmdebstrap")
+
+
+def configure() -> dict[str, str]:
+    """Environment for podman: its configuration and storage in ``output/images/podman``
+    (``$MHUB_CPU_PODMAN_STATE`` names another folder)."""
+    state = Path(os.environ.get("MHUB_CPU_PODMAN_STATE") or OUT / "podman")
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "containers.conf").write_text(
+        "[containers]\n"
+        f"default_ulimits = {json.dumps(list(ULIMITS))}\n"
+        "[engine]\n"
+        'runtime = "runc"\ncgroup_manager = "cgroupfs"\nevents_logger = "file"\n'
+    )
+    (state / "storage.conf").write_text(
+        f'[storage]\ndriver = "overlay"\ngraphroot = "{state / "storage"}"\nrunroot = "{state / "run"}"\n'
+    )
+    env = {"CONTAINERS_CONF": str(state / "containers.conf"), "CONTAINERS_STORAGE_CONF": str(state / "storage.conf")}
+    os.environ.update(env)
+    return env
+
+
+def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+    """Run a command, logging it; raise with its output's tail when it fails."""
+    log("$ " + " ".join(command))
+    result = subprocess.run(command, text=True, **kwargs)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        raise SystemExit(f"failed (exit {result.returncode}): {' '.join(command[:4])} ...")
+    return result
+
+
+def build_mounts() -> list[str]:
+    """Read-only mounts of the host's pip configuration, the folders it names and the CA bundle."""
+    paths = {Path("/etc/pip.conf"), Path("/etc/xdg/pip"), Path("/etc/ssl/certs/ca-certificates.crt")}
+    listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    for line in listed.splitlines():
+        for value in line.split("=", 1)[-1].strip("'\" ").split():
+            value = value.removeprefix("file://")
+            if value.startswith("/") and Path(value).exists():
+                paths.add(Path(value).parent if value.endswith("/simple") else Path(value))
+    for variable in ("PIP_FIND_LINKS", "PIP_CERT"):
+        if os.environ.get(variable, "").startswith("/"):
+            paths.add(Path(os.environ[variable]))
+    mounts = []
+    for path in sorted(p for p in paths if p.exists()):
+        mounts += ["-v", f"{path}:{path}:ro"]
+    uv_config = OUT / "uv.toml"  # uv reads no pip.conf: the same local wheel folders, for torch's CPU build
+    links = [str(p) for p in paths if p.is_dir() and any(p.glob("*.whl"))]
+    uv_config.write_text(f"find-links = {json.dumps(sorted(links))}\n")
+    return mounts + ["-v", f"{uv_config}:/etc/xdg/uv/uv.toml:ro", "-v", f"{uv_config}:/etc/uv/uv.toml:ro"]
+
+
+def _build(tag: str, dockerfile: Path, context: Path, *extra: str) -> float:
+    start = time.perf_counter()
+    limits = [f"--ulimit={u}" for u in ULIMITS]
+    run([*engine(), "build", "--network", "host", *limits, *build_mounts(), "-f", str(dockerfile), "-t", tag, *extra, str(context)])
+    return time.perf_counter() - start
+
+
+def image_exists(tag: str) -> bool:
+    return subprocess.run([*engine(), "image", "exists", tag], capture_output=True).returncode == 0
+
+
+def build_base() -> float:
+    """The first base: Debian bookworm from the host's apt sources (mmdebstrap), imported."""
+    if image_exists(BASE):
+        return 0.0
+    start = time.perf_counter()
+    tarball = OUT / "bookworm.tar"
+    run(["mmdebstrap", "--variant=apt", f"--include={','.join(BASE_PACKAGES)}", "bookworm", str(tarball)])
+    run([*engine(), "import", str(tarball), BASE])
+    tarball.unlink()
+    return time.perf_counter() - start
+
+
+def _throwaway_repos() -> tuple[Path, Path]:
+    """The engine at HEAD (branch ``ENGINE_REF``) and a models repository with only ``models/``."""
+    engine_repo, models_repo = OUT / "engine.git", OUT / "models.git"
+    for path in (engine_repo, models_repo):
+        shutil.rmtree(path, ignore_errors=True)
+    run(["git", "clone", "-q", "--no-hardlinks", str(REPO), str(engine_repo)])
+    run(["git", "-C", str(engine_repo), "checkout", "-q", "-B", ENGINE_REF])
+    shutil.copytree(REPO / "models", models_repo / "models", ignore=shutil.ignore_patterns("__pycache__"))
+    for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=mhub-cpu", "-c", "user.email=mhub-cpu@localhost", "commit", "-q", "-m", "models"]):
+        run(["git", "-C", str(models_repo), *command])
+    return engine_repo, models_repo
+
+
+def _standin_bpreg_model() -> Path:
+    """A bpreg model directory in the public layout with random weights (the real one is on Zenodo)."""
+    from mhub_cpu_dev.standins.bodypart import random_state_dict, write_model_dir
+
+    target = OUT / "bpreg-standin"
+    if not (target / "inference-settings.json").exists():
+        write_model_dir(target, random_state_dict(seed=0))
+    return target
+
+
+def build_all() -> dict[str, float]:
+    """Build every image; return the seconds each build took (0 where it existed)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    configure()
+    seconds = {"base": build_base()}
+    seconds["engine"] = _build(ENGINE, REPO / "Dockerfile.base", REPO, f"--build-arg=BASE_IMAGE={BASE}", "--build-arg=TORCH_INDEX_URL=")
+    seconds["mhub-base"] = _build(
+        MHUB_BASE, REPO / "dev" / "images" / "mhub-base.Dockerfile", VENDOR / "mhub-base" / "base",
+        f"--build-arg=BASE_IMAGE={BASE}", "-v", f"{VENDOR / 'wheels'}:/vendor:ro",
+    )
+    engine_repo, models_repo = _throwaway_repos()
+    context = OUT / "context"  # the model Dockerfiles copy nothing: an empty build context
+    context.mkdir(exist_ok=True)
+    common = [
+        "-v", f"{engine_repo}:/src/engine.git:ro", "-v", f"{models_repo}:/src/models.git:ro",
+        "--build-arg=MHUB_CPU_REPO=/src/engine.git", f"--build-arg=MHUB_CPU_REF={ENGINE_REF}",
+        "--build-arg=MHUB_MODELS_REPO=/src/models.git::main", "--build-arg=TORCH_INDEX_URL=",
+    ]
+    seconds["abdominal_openvino"] = _build(
+        MODEL_IMAGES["abdominal_openvino"], REPO / "models" / "abdominal_openvino" / "dockerfiles" / "Dockerfile", context,
+        *common, "--build-arg=MHUB_CPU_MODELS=demo",
+    )
+    standin = _standin_bpreg_model()
+    seconds["bpreg"] = _build(
+        MODEL_IMAGES["bpreg"], REPO / "models" / "bpreg" / "dockerfiles" / "Dockerfile", context,
+        *common, "-v", f"{standin}:/src/bpreg-model:ro", "--build-arg=MHUB_CPU_BPREG_MODEL=/src/bpreg-model",
+    )
+    sizes = {tag: image_size(tag) for tag in (ENGINE, MHUB_BASE, *MODEL_IMAGES.values())}
+    (OUT / "build.json").write_text(json.dumps({"seconds": seconds, "sizes": sizes}, indent=2) + "\n")
+    log(f"built: {json.dumps({'seconds': {k: round(v) for k, v in seconds.items()}, 'sizes': sizes})}")
+    return seconds
+
+
+def image_size(tag: str) -> str:
+    result = subprocess.run([*engine(), "image", "inspect", "--format", "{{.Size}}", tag], capture_output=True, text=True)
+    return f"{int(result.stdout.strip()) / 1e9:.2f} GB" if result.returncode == 0 and result.stdout.strip().isdigit() else "?"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mhub_cpu_dev.images", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["build"])
+    parser.parse_args(argv)
+    build_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
