@@ -3,8 +3,10 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+MHUB_VENV := .venv-mhub
+MHUB_VENDOR := ../shared/vendor/mhub
 
-.PHONY: demo test check test-emulated-cpu bench bench-bodypart venv clean
+.PHONY: demo test check test-emulated-cpu images test-images bench bench-bodypart venv clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -12,8 +14,9 @@ $(STAMP): pyproject.toml Makefile
 	# CPU build of torch from the pinned release first, so nothing pulls a CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[convert,test]'
-	# mhubio 0.0.2 pins typing-extensions==4.5.0 (conflicts with torch): install without deps.
-	$(PY) -m pip install --quiet --no-deps mhubio==0.0.2
+	# MHub's production mhubio (0.0.3, GitHub head; pins pydicom 2.4) in its own environment, as in the images.
+	$(PYTHON) -m venv $(MHUB_VENV)
+	$(MHUB_VENV)/bin/pip install --quiet --find-links $(MHUB_VENDOR)/wheels mhubio==0.0.3
 	# bpreg 1.1.0 (reference for the body-part parity test and benchmark) pins torch 1.8.1: install it and
 	# the parts of its import chain that work on torch 2.x without their pins (see dev/mhub_cpu_dev/reference/bpreg.py).
 	$(PY) -m pip install --quiet --no-deps bpreg==1.1.0 albumentations==0.5.2 pytorch-lightning==2.6.6 torchmetrics==1.9.0 lightning-utilities==0.15.3
@@ -44,6 +47,15 @@ test-emulated-cpu: $(STAMP)
 	MHUB_CPU_TEST_CACHE=$(EMULATED_CACHE) MHUB_CPU_EMULATED=avx2-only qemu-x86_64 -cpu $(EMULATED_CPU) \
 		$(PY) -m pytest -p no:cacheprovider -m "emulated or not emulated" tests/runtime/test_precision.py
 
+# The standalone engine image and both MHub model images, with podman (docker where a daemon runs), on
+# local bases: Debian bookworm from mmdebstrap and an approximation of mhubai/base from ../shared/vendor/mhub.
+images: $(STAMP)
+	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.images build
+
+# Each image run offline on mounted DICOM folders, outputs checked and compared with runs outside.
+test-images: images
+	$(PY) -m pytest -p no:cacheprovider -m images tests/images
+
 # Benchmarks are development tools (dev/mhub_cpu_dev), not commands of the engine.
 bench: $(STAMP)
 	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.bench --output output/bench
@@ -52,4 +64,4 @@ bench-bodypart: $(STAMP)
 	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.bench.bodypart --output output/bench
 
 clean:
-	rm -rf $(VENV) output
+	rm -rf $(VENV) $(MHUB_VENV) output

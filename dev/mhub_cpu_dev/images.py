@@ -81,17 +81,18 @@ def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess:
 
 
 def build_mounts() -> list[str]:
-    """Read-only mounts of the host's pip configuration, the folders it names and the CA bundle."""
-    paths = {Path("/etc/pip.conf"), Path("/etc/xdg/pip"), Path("/etc/ssl/certs/ca-certificates.crt")}
+    """Read-only mounts of the host's pip configuration files, the folders they name and the CA bundle."""
+    paths = {Path("/etc/ssl/certs/ca-certificates.crt")}
+    debug = subprocess.run([sys.executable, "-m", "pip", "config", "debug"], capture_output=True, text=True).stdout
+    for line in debug.splitlines():  # "  /root/.config/pip/pip.conf, exists: True"
+        if line.strip().endswith("exists: True"):
+            paths.add(Path(line.strip().split(",", 1)[0]))
     listed = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
     for line in listed.splitlines():
         for value in line.split("=", 1)[-1].strip("'\" ").split():
             value = value.removeprefix("file://")
             if value.startswith("/") and Path(value).exists():
                 paths.add(Path(value).parent if value.endswith("/simple") else Path(value))
-    for variable in ("PIP_FIND_LINKS", "PIP_CERT"):
-        if os.environ.get(variable, "").startswith("/"):
-            paths.add(Path(os.environ[variable]))
     mounts = []
     for path in sorted(p for p in paths if p.exists()):
         mounts += ["-v", f"{path}:{path}:ro"]

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -98,3 +99,13 @@ def test_idc_code_table_is_generated_from_shared_data(tmp_path):
         rows = list(csv.DictReader(handle))
     assert set(codes["landmarks"]) == {row["BPR_code"] for row in rows}
     assert all(codes["landmarks"][r["BPR_code"]]["site"]["value"] == r["CodeValue"] for r in rows)
+
+
+def test_bodypart_convert_prints_the_cached_ir(tmp_path, capsys):
+    """The public command the bpreg image converts with (f32 and INT8 at build time)."""
+    model_dir = write_model_dir(tmp_path / "model", random_state_dict(seed=0))
+    args = parser().parse_args(["bodypart-convert", "--model", str(model_dir), "--precision", "f32"])
+    assert args.func(args) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["precision"] == {"mode": "f32", "ir": "fp32", "compute": "f32"}
+    assert Path(printed["ir"]).exists() and len(printed["weights_sha256"]) == 64

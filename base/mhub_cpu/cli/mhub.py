@@ -1,21 +1,38 @@
-"""``mhub-cpu mhub-run``: run an MHub model folder's workflow locally through mhubio."""
+"""``mhub-cpu mhub-run``: run an MHub model folder's workflow locally through production mhubio, in its own environment."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
+
+import mhub_cpu
+from mhub_cpu.core.errors import InputError
+from mhub_cpu.core.progress import log
+from mhub_cpu.core.resources import mhubio_python
 
 
 def _run(args: argparse.Namespace) -> int:
-    from mhub_cpu.core.progress import log
-    from mhub_cpu.mhub.workflow import run_workflow, use_this_engine
-
-    use_this_engine()
-    written = run_workflow(args.model, args.workflow, args.input, args.output, tuple(args.set))
-    log(f"workflow {args.model}/{args.workflow} wrote {len(written)} files")
-    for path in written:
-        print(path)
-    return 0
+    """Run the workflow with mhubio's own Python (see :mod:`mhub_cpu.mhub.workflow`); its modules call this
+    installation's engine (``$MHUB_CPU_BIN``, unless already set)."""
+    python = mhubio_python()
+    if not python.exists():
+        raise InputError(f"mhubio's environment is missing ({python}): run make, or set MHUB_CPU_MHUBIO_PYTHON")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(mhub_cpu.__file__).parents[1]), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+        "MHUB_CPU_BIN": os.environ.get("MHUB_CPU_BIN") or f"{shlex.quote(sys.executable)} -m mhub_cpu.cli",
+    }
+    command = [str(python), "-m", "mhub_cpu.mhub.workflow", args.model, args.workflow, str(args.input), str(args.output), *args.set]
+    result = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True)
+    written = result.stdout.splitlines()
+    if result.returncode == 0:
+        log(f"workflow {args.model}/{args.workflow} wrote {len(written)} files")
+    print(result.stdout, end="")
+    return result.returncode
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -41,3 +41,9 @@ def models_root() -> Path:
         return Path(explicit)
     repo_models = REPO_ROOT / "models"
     return repo_models if repo_models.is_dir() else Path("/app/models")
+
+
+def mhubio_python() -> Path:
+    """The Python of mhubio's own environment: ``$MHUB_CPU_MHUBIO_PYTHON``, else the repository's
+    ``.venv-mhub`` (``make`` installs MHub's production mhubio there)."""
+    return Path(os.environ.get("MHUB_CPU_MHUBIO_PYTHON") or REPO_ROOT / ".venv-mhub" / "bin" / "python")

@@ -1,5 +1,10 @@
 """Run an MHub model folder's workflow through mhubio, the way ``mhub.run`` does inside the image.
 
+This module runs in mhubio's own environment (production mhubio pins pydicom 2.4, which the engine
+cannot use): ``mhub-cpu mhub-run`` starts it with that environment's Python
+(:func:`mhub_cpu.core.resources.mhubio_python`), so it imports nothing of the engine but
+``core.errors``, ``core.progress`` and ``core.resources`` (an import-linter contract says so).
+
 Differences from the image: the model folders are read from the repository's ``models/`` (or
 ``$MHUB_CPU_MODELS``), the input and output folders are linked into a temporary ``data_base_dir``
 instead of being mounted at ``/app/data``, and a workflow whose instances did not all produce
@@ -12,14 +17,13 @@ import contextlib
 import importlib
 import importlib.util
 import os
-import shlex
 import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from mhub_cpu.core.errors import InputError, ProcessingError
+from mhub_cpu.core.errors import InputError, MhubCpuError, ProcessingError
 from mhub_cpu.core.progress import log
 from mhub_cpu.core.resources import models_root
 
@@ -76,18 +80,6 @@ def _instances_without_output(config: Any, targets: list[str]) -> list[str]:
     ]
 
 
-def _record_errors(module: Any, errors: list[str]) -> None:
-    """Make ``module`` append the messages it logs at level ERROR (mhubio's per-instance failures) to ``errors``."""
-    log_method = module.log
-
-    def log_and_record(*args, level="NOTICE"):
-        if str(getattr(level, "name", level)).upper() == "ERROR":
-            errors.append(" ".join(str(a) for a in args).split(" in Traceback")[0].strip())
-        log_method(*args, level=level)
-
-    module.log = log_and_record
-
-
 def run_workflow(model: str, workflow: str, input_dir: Path, output_dir: Path, overrides: tuple[str, ...] = ()) -> list[Path]:
     """Run ``models/<model>/config/<workflow>.yml`` on ``input_dir``; return the files written to ``output_dir``.
 
@@ -96,8 +88,9 @@ def run_workflow(model: str, workflow: str, input_dir: Path, output_dir: Path, o
 
     Raises:
         InputError: unknown model/workflow/module or missing input.
-        ProcessingError: a module failed on an instance (mhubio logs it and carries on; we do not),
-            no instance was imported, or an instance produced none of the DataOrganizer targets.
+        ProcessingError: a module failed on an instance (mhubio logs it and, unless told to stop on
+            errors as here, carries on), no instance was imported, or an instance produced none of the
+            DataOrganizer targets.
     """
     from mhubio.core import Config
 
@@ -120,27 +113,40 @@ def run_workflow(model: str, workflow: str, input_dir: Path, output_dir: Path, o
         steps = _steps(config._config.get("execute", []))
         log(f"workflow {model}/{workflow}: {' -> '.join(name for name, _ in steps)}")
         targets: list[str] = []
-        errors: list[str] = []
+        os.environ["MLOG_STOP_ON_ERROR"] = "YES"  # mhub.run's --stop-on-error: a failing instance raises
         with contextlib.redirect_stdout(sys.stderr):  # mhubio prints its log; stdout is for our result paths
             for name, settings in steps:
                 cls = _load_module_class(name, config_file.parents[1])
                 extra = {"set_file_permissions": False} if name == "DataOrganizer" else {}
                 module = cls(config=config, local_config=settings, **extra)
-                _record_errors(module, errors)
-                module.execute()
+                try:
+                    module.execute()
+                except Exception as exc:  # noqa: BLE001 - a module's failure on an instance, re-raised by mhubio
+                    raise ProcessingError(f"workflow {model}/{workflow} failed: {name}: {' '.join(str(exc).split())}") from exc
                 if name == "DataOrganizer":
                     defaults = (config._config.get("modules") or {}).get(name) or {}
                     targets += settings.get("targets", defaults.get("targets", []))
         if not config.data.instances:
             raise ProcessingError(f"workflow {model}/{workflow} imported no instance from {input_dir}")
         empty = _instances_without_output(config, targets)
-    if errors:
-        raise ProcessingError(f"workflow {model}/{workflow} failed: {' | '.join(errors)}")
     if empty:
         raise ProcessingError(f"workflow {model}/{workflow} wrote nothing for instance(s) {', '.join(empty)} (see the module log above)")
     return sorted(p for p in set(output_dir.rglob("*")) - before if p.is_file())
 
 
-def use_this_engine() -> None:
-    """Point the model modules at this installation's ``mhub-cpu`` unless $MHUB_CPU_BIN says otherwise."""
-    os.environ.setdefault("MHUB_CPU_BIN", f"{shlex.quote(sys.executable)} -m mhub_cpu.cli")
+def main(argv: list[str] | None = None) -> int:
+    """``python -m mhub_cpu.mhub.workflow MODEL WORKFLOW INPUT OUTPUT [KEY=VALUE ...]`` in mhubio's environment:
+    prints the files written, or one line ``mhub-cpu: error: ...`` and exits with the error's code."""
+    model, workflow, input_dir, output_dir, *overrides = argv if argv is not None else sys.argv[1:]
+    try:
+        written = run_workflow(model, workflow, Path(input_dir), Path(output_dir), tuple(overrides))
+    except MhubCpuError as exc:
+        print(f"mhub-cpu: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return exc.exit_code
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
