@@ -62,7 +62,7 @@ def test_conversion_and_precision_modes(demo_model: Path, precision: Precision) 
 def test_unsupported_models_are_refused_before_the_input_is_read(
     demo_model: Path, tmp_path: Path, change: dict, message: str,
 ) -> None:
-    """The model is converted and checked first: a missing input is not even looked at."""
+    """The model is converted and checked before the input is read: a folder without DICOM is not even scanned."""
     import torch
 
     from mhub_cpu.cli import main
@@ -81,6 +81,9 @@ def test_unsupported_models_are_refused_before_the_input_is_read(
         archive.writestr("model/model.pt", buffer.getvalue())
     with pytest.raises(ModelError, match=message):
         check_supported(checkpoint["config"])
-    code = main(["segment", "--input", str(tmp_path / "no-such-input"), "--output", str(tmp_path / "out"), "--model", str(model)])
-    assert code == 3  # ModelError, not the InputError (2) of the missing input
+    not_dicom = tmp_path / "not-dicom"
+    not_dicom.mkdir()
+    (not_dicom / "notes.txt").write_text("no DICOM here")
+    code = main(["segment", "--input", str(not_dicom), "--output", str(tmp_path / "out"), "--model", str(model)])
+    assert code == 3  # ModelError, not the InputError (2) of a folder without DICOM
     assert not any((tmp_path / "out").iterdir())

@@ -14,11 +14,13 @@ def _run(args: argparse.Namespace) -> int:
     from mhub_cpu.bodypart.modelfiles import resolve_model
     from mhub_cpu.bodypart.pipeline import Options, run, write_error_record
     from mhub_cpu.core.files import prepare_output_dir
+    from mhub_cpu.dicomio import check_input_path
 
     prepare_output_dir(Path(args.output))
     try:
+        check_input_path(Path(args.input))  # at once, not after a model download
         model = resolve_model(args.model)
-    except BaseException as exc:  # no model: still leave an error record
+    except BaseException as exc:  # no input or no model: still leave an error record
         write_error_record(Path(args.output), exc, {"path": str(args.input)})
         raise
     options = Options(

@@ -21,7 +21,7 @@ from mhub_cpu.dicomio.volume import NON_FINITE_FILL_HU, VolumeCheck, checked_vol
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
-__all__ = ["DicomSeries", "InputVolume", "read_input", "is_nifti_path"]
+__all__ = ["DicomSeries", "InputVolume", "check_input_path", "read_input", "is_nifti_path"]
 
 
 @dataclass
@@ -85,6 +85,16 @@ def is_nifti_path(path: Path) -> bool:
     return path.name.lower().endswith(NIFTI_SUFFIXES)
 
 
+def check_input_path(path: Path) -> Path:
+    """The input path, refused at once when it does not exist or cannot be read (before any model work)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"input path does not exist: {path}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"cannot read the input {path} (permission denied)")
+    return path
+
+
 def read_input(path: Path, work_dir: Path, series_uid: str | None = None) -> InputVolume:
     """Locate, validate and (for DICOM) convert the CT input at ``path``.
 
@@ -97,10 +107,8 @@ def read_input(path: Path, work_dir: Path, series_uid: str | None = None) -> Inp
         InputError: the path does not exist, holds no usable CT series, or the series is broken;
             or the volume is not a 3-D CT in Hounsfield units (:func:`checked_volume`).
     """
-    path = Path(path)
+    path = check_input_path(path)
     work_dir = Path(work_dir)
-    if not path.exists():
-        raise InputError(f"input path does not exist: {path}")
     if path.is_file():
         if not is_nifti_path(path):
             raise InputError(f"input file {path} is not a NIfTI file; pass a folder for DICOM input")

@@ -1,7 +1,7 @@
 """``mhub-cpu segment``: CT (DICOM folder or NIfTI) → Auto3DSeg model on OpenVINO → DICOM-SEG.
 
-The model is resolved, converted (once) and checked before the input is read, so that a model
-this engine cannot run is refused before any work on the image.
+The input path is checked first; then the model is resolved, converted (once) and checked before the
+input is read, so that a model this engine cannot run is refused before any work on the image.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from mhub_cpu.auto3dseg.bundle import ModelBundle
 from mhub_cpu.core.errors import ProcessingError
 from mhub_cpu.core.files import staged_output, write_json
 from mhub_cpu.core.progress import StageTimer, log
-from mhub_cpu.dicomio import read_input
+from mhub_cpu.dicomio import check_input_path, read_input
 from mhub_cpu.outputs.dicom_seg import SegmentationType, write_dicom_seg
 from mhub_cpu.outputs.preview import write_preview
 from mhub_cpu.runtime.precision import CpuCapabilities, require_compute
@@ -102,6 +102,7 @@ def run_segment(request: SegmentRequest, segmenter: Segmenter | None = None) -> 
 
 
 def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, segmenter: Segmenter) -> dict:
+    check_input_path(request.input_path)  # a mistyped path is said at once, not after a model download
     with timer.stage("load model"):
         bundle = resolve_bundle(request.model)
     segmenter.prepare(request, bundle, timer)
