@@ -39,8 +39,6 @@ MODEL_IMAGES = {"abdominal_openvino": "localhost/mhub-cpu-abdominal_openvino:tes
 ULIMITS = ("nofile=16384:16384", "nproc=32768:32768")
 #: Debian packages of the first base: Python 3.11 with venv, git for the model Dockerfiles.
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates", "git")
-#: Branch of the throwaway engine repository the model images are built from.
-ENGINE_REF = "image-build"
 
 
 def engine() -> list[str]:
@@ -125,17 +123,27 @@ def build_base() -> float:
     return time.perf_counter() - start
 
 
-def _throwaway_repos() -> tuple[Path, Path]:
-    """The engine at HEAD (branch ``ENGINE_REF``) and a models repository with only ``models/``."""
+def _throwaway_repos() -> tuple[Path, str, Path, str]:
+    """The engine at HEAD and a models repository with only ``models/``, each with a branch named after
+    its commit: the branch names are build arguments of the clone and import steps, so a new commit
+    rebuilds those layers instead of reusing a cached one (the repositories are mounts, which the
+    build cache does not see)."""
     engine_repo, models_repo = OUT / "engine.git", OUT / "models.git"
     for path in (engine_repo, models_repo):
         shutil.rmtree(path, ignore_errors=True)
     run(["git", "clone", "-q", "--no-hardlinks", str(REPO), str(engine_repo)])
-    run(["git", "-C", str(engine_repo), "checkout", "-q", "-B", ENGINE_REF])
+    engine_ref = "image-" + _head(engine_repo)
+    run(["git", "-C", str(engine_repo), "checkout", "-q", "-B", engine_ref])
     shutil.copytree(REPO / "models", models_repo / "models", ignore=shutil.ignore_patterns("__pycache__"))
     for command in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=mhub-cpu", "-c", "user.email=mhub-cpu@localhost", "commit", "-q", "-m", "models"]):
         run(["git", "-C", str(models_repo), *command])
-    return engine_repo, models_repo
+    models_ref = "models-" + _head(models_repo)
+    run(["git", "-C", str(models_repo), "branch", "-q", models_ref])
+    return engine_repo, engine_ref, models_repo, models_ref
+
+
+def _head(repo: Path) -> str:
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def _standin_bpreg_model() -> Path:
@@ -158,13 +166,13 @@ def build_all() -> dict[str, float]:
         MHUB_BASE, REPO / "dev" / "images" / "mhub-base.Dockerfile", VENDOR / "mhub-base" / "base",
         f"--build-arg=BASE_IMAGE={BASE}", "-v", f"{VENDOR / 'wheels'}:/vendor:ro",
     )
-    engine_repo, models_repo = _throwaway_repos()
+    engine_repo, engine_ref, models_repo, models_ref = _throwaway_repos()
     context = OUT / "context"  # the model Dockerfiles copy nothing: an empty build context
     context.mkdir(exist_ok=True)
     common = [
         "-v", f"{engine_repo}:/src/engine.git:ro", "-v", f"{models_repo}:/src/models.git:ro",
-        "--build-arg=MHUB_CPU_REPO=/src/engine.git", f"--build-arg=MHUB_CPU_REF={ENGINE_REF}",
-        "--build-arg=MHUB_MODELS_REPO=/src/models.git::main", "--build-arg=TORCH_INDEX_URL=",
+        "--build-arg=MHUB_CPU_REPO=/src/engine.git", f"--build-arg=MHUB_CPU_REF={engine_ref}",
+        f"--build-arg=MHUB_MODELS_REPO=/src/models.git::{models_ref}", "--build-arg=TORCH_INDEX_URL=",
     ]
     seconds["abdominal_openvino"] = _build(
         MODEL_IMAGES["abdominal_openvino"], REPO / "models" / "abdominal_openvino" / "dockerfiles" / "Dockerfile", context,

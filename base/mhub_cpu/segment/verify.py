@@ -68,14 +68,18 @@ def verify_model(bundle: ModelBundle, precisions: list[Precision], ct: Path | No
     results: dict = {"model": bundle.model_id, "checkpoint_sha256": bundle.checkpoint_sha256, "ct": ct.name, "precisions": {}}
     failures = []
     capabilities = CpuCapabilities.query()
+    window: np.ndarray | None = None
+    expected: np.ndarray | None = None
     for precision in precisions:
         if not capabilities.supports(precision.compute):  # e.g. bf16 where the building CPU has none
             results["precisions"][precision.value] = {"ok": None, "not_verified": f"this CPU cannot compute in {precision.compute}"}
             log(f"verify {bundle.model_id} {precision}: not verified, this CPU cannot compute in {precision.compute}")
             continue
         converted = prepare_network(bundle, precision)
-        window = _center_window(bundle, converted.config, ct)
-        expected = reference_logits(bundle, window)
+        if expected is None:  # one window and PyTorch's logits for it serve every precision of the model
+            window = _center_window(bundle, converted.config, ct)
+            expected = reference_logits(bundle, window)
+        assert window is not None
         ours = Network(converted.xml_path, precision, input_shape=(1, 1, *window.shape))(window[None, None])[0]
         logits_agree = float((ours.argmax(0) == expected.argmax(0)).mean())
         labels = np.asarray(segment_image(image, converted, InferenceSettings(precision=precision), StageTimer()).labels.dataobj)
