@@ -50,7 +50,7 @@ def engine() -> list[str]:
     raise SystemExit("neither podman nor a running docker daemon: apt-get install podman runc mmdebstrap")
 
 
-def configure() -> dict[str, str]:
+def configure() -> None:
     """Environment for podman: its configuration and storage in ``output/images/podman``
     (``$MHUB_CPU_PODMAN_STATE`` names another folder)."""
     state = Path(os.environ.get("MHUB_CPU_PODMAN_STATE") or OUT / "podman")
@@ -64,9 +64,7 @@ def configure() -> dict[str, str]:
     (state / "storage.conf").write_text(
         f'[storage]\ndriver = "overlay"\ngraphroot = "{state / "storage"}"\nrunroot = "{state / "run"}"\n'
     )
-    env = {"CONTAINERS_CONF": str(state / "containers.conf"), "CONTAINERS_STORAGE_CONF": str(state / "storage.conf")}
-    os.environ.update(env)
-    return env
+    os.environ.update(CONTAINERS_CONF=str(state / "containers.conf"), CONTAINERS_STORAGE_CONF=str(state / "storage.conf"))
 
 
 def run(command: list[str], **kwargs: object) -> subprocess.CompletedProcess:

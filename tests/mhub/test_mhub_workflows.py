@@ -1,8 +1,8 @@
 """Every MHub workflow run end to end through mhubio (``mhub-cpu mhub-run``) on the shared sample.
 
 The demo model stands in for the Auto3DSeg weights and randomly initialised weights for bpreg.
-mhubio exits 0 when an instance fails, so the tests check the files and their content, and compare
-them with the reference summaries in tests/mhub/mhub_reference/ (MHUB_CPU_UPDATE_REFERENCE=1 rewrites them).
+Runs stop on a failing instance (mhubio's stop-on-error) and exit non-zero; the tests also check the
+files and their content, and compare them with the reference summaries in tests/mhub/mhub_reference/ (MHUB_CPU_UPDATE_REFERENCE=1 rewrites them).
 """
 
 from __future__ import annotations

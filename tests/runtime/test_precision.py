@@ -43,17 +43,20 @@ def test_f32_runs_in_f32_on_every_cpu(demo_model: Path) -> None:
     assert network.ran.precisions()["f32"] == sum(network.ran.precisions().values()) > 0
 
 
-def test_refusal_on_a_cpu_without_bf16_says_what_it_supports() -> None:
+def test_refusal_on_a_cpu_without_bf16_says_what_it_supports(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ModelError) as refused:
         require_compute(Compute.BF16, AVX2_ONLY)
     message = str(refused.value)
     assert "bf16 is not supported by this CPU" in message and "supports f32" in message and "AMD EPYC" in message
     require_compute(Compute.BF16, WITH_BF16)
     require_compute(Compute.F32, AVX2_ONLY)
-    with pytest.raises(ModelError, match="unknown precision 'fp8'; choose one of f32, bf16, fp16, int8"):
-        Precision.parse("fp8")
-    with pytest.raises(ModelError, match="unknown precision 'fp16'; choose one of f32, int8"):
-        Precision.parse("fp16", (Precision.F32, Precision.INT8))
+    from mhub_cpu.cli import build_parser
+
+    for command, choices in (("segment", "'f32', 'bf16', 'fp16', 'int8'"), ("bodypart", "'f32', 'bf16', 'int8'")):
+        with pytest.raises(SystemExit) as refused:
+            build_parser().parse_args([command, "--input", "x", "--output", "y", "--precision", "fp8"])
+        assert refused.value.code == 2
+        assert choices in capsys.readouterr().err, command
 
 
 def test_each_precision_names_its_ir_format_and_compute() -> None:

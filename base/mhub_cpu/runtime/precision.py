@@ -60,18 +60,6 @@ class Precision(StrEnum):
     def compute(self) -> Compute:
         return Compute.BF16 if self is Precision.BF16 else Compute.F32
 
-    @classmethod
-    def parse(cls, value: str, allowed: tuple[Precision, ...] | None = None) -> Precision:
-        """The precision named ``value``, refused with the choices when unknown or not in ``allowed``."""
-        choices = allowed or tuple(cls)
-        try:
-            precision = cls(value)
-        except ValueError:
-            precision = None
-        if precision not in choices:
-            raise ModelError(f"unknown precision {value!r}; choose one of {', '.join(choices)}")
-        return precision
-
     def to_json(self) -> dict[str, str]:
         return {"mode": self.value, "ir": self.ir.value, "compute": self.compute.value}
 

@@ -38,7 +38,7 @@ MIN_AGREEMENT: dict[Precision, tuple[float, float, float]] = {
 MIN_VOXELS = 500
 
 
-def _center_window(bundle: ModelBundle, config: dict, ct: Path) -> np.ndarray:
+def _center_window(config: dict, ct: Path) -> np.ndarray:
     """The model-window-sized block at the centre of the preprocessed CT."""
     prepared = prepare(model_orientation(load_nifti(ct), config), config).image
     roi = tuple(int(v) for v in config["roi_size"])
@@ -77,7 +77,7 @@ def verify_model(bundle: ModelBundle, precisions: list[Precision], ct: Path | No
             continue
         converted = prepare_network(bundle, precision)
         if expected is None:  # one window and PyTorch's logits for it serve every precision of the model
-            window = _center_window(bundle, converted.config, ct)
+            window = _center_window(converted.config, ct)
             expected = reference_logits(bundle, window)
         assert window is not None
         ours = Network(converted.xml_path, precision, input_shape=(1, 1, *window.shape))(window[None, None])[0]
