@@ -154,37 +154,100 @@ def _standin_bpreg_model() -> Path:
     return target
 
 
-def build_all() -> dict[str, float]:
-    """Build every image; return the seconds each build took (0 where it existed)."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    configure()
-    seconds = {"base": build_base()}
-    seconds["engine"] = _build(ENGINE, REPO / "Dockerfile.base", REPO, f"--build-arg=BASE_IMAGE={BASE}", "--build-arg=TORCH_INDEX_URL=")
-    seconds["mhub-base"] = _build(
-        MHUB_BASE, REPO / "dev" / "images" / "mhub-base.Dockerfile", VENDOR / "mhub-base" / "base",
-        f"--build-arg=BASE_IMAGE={BASE}", "-v", f"{VENDOR / 'wheels'}:/vendor:ro",
-    )
+#: Free disk a build needs under the podman storage, in GB: podman writes each new layer twice while
+#: committing it (the container's upper folder and the layer's tar), and the model builds hold torch
+#: and the converters until their last step removes them.
+DISK_NEEDED_GB = {"base": 1.0, "engine": 5.0, "mhub-base": 7.0, "model": 5.0}
+
+
+def check_disk(what: str) -> None:
+    """Refuse a build in one line, before podman starts, when the storage's filesystem is too full for it."""
+    storage = Path(os.environ.get("MHUB_CPU_PODMAN_STATE") or OUT / "podman")
+    free_gb = shutil.disk_usage(storage).free / 1e9
+    needed = DISK_NEEDED_GB["model" if what in MODEL_IMAGES else what]
+    log(f"disk: {free_gb:.1f} GB free under {storage} before building {what} (needs about {needed:.0f} GB)")
+    if free_gb < needed:
+        raise SystemExit(f"not enough disk to build {what}: {free_gb:.1f} GB free under {storage}, about {needed:.0f} GB needed")
+
+
+def _model_build_args() -> list[str]:
+    """Mounts and build arguments every model image shares: the throwaway engine and models repositories."""
     engine_repo, engine_ref, models_repo, models_ref = _throwaway_repos()
-    context = OUT / "context"  # the model Dockerfiles copy nothing: an empty build context
-    context.mkdir(exist_ok=True)
-    common = [
+    return [
         "-v", f"{engine_repo}:/src/engine.git:ro", "-v", f"{models_repo}:/src/models.git:ro",
         "--build-arg=MHUB_CPU_REPO=/src/engine.git", f"--build-arg=MHUB_CPU_REF={engine_ref}",
         f"--build-arg=MHUB_MODELS_REPO=/src/models.git::{models_ref}", "--build-arg=TORCH_INDEX_URL=",
     ]
-    seconds["abdominal_openvino"] = _build(
-        MODEL_IMAGES["abdominal_openvino"], REPO / "models" / "abdominal_openvino" / "dockerfiles" / "Dockerfile", context,
-        *common, "--build-arg=MHUB_CPU_MODELS=demo",
-    )
-    standin = _standin_bpreg_model()
-    seconds["bpreg"] = _build(
-        MODEL_IMAGES["bpreg"], REPO / "models" / "bpreg" / "dockerfiles" / "Dockerfile", context,
-        *common, "-v", f"{standin}:/src/bpreg-model:ro", "--build-arg=MHUB_CPU_BPREG_MODEL=/src/bpreg-model",
-    )
-    sizes = {tag: image_size(tag) for tag in (ENGINE, MHUB_BASE, *MODEL_IMAGES.values())}
-    (OUT / "build.json").write_text(json.dumps({"seconds": seconds, "sizes": sizes}, indent=2) + "\n")
+
+
+def _model_specific_args(name: str) -> list[str]:
+    """What a test build passes where the real weights cannot be downloaded: stand-in models."""
+    if name == "abdominal_openvino":
+        return ["--build-arg=MHUB_CPU_MODELS=demo"]
+    if name == "bpreg":
+        standin = _standin_bpreg_model()
+        return ["-v", f"{standin}:/src/bpreg-model:ro", "--build-arg=MHUB_CPU_BPREG_MODEL=/src/bpreg-model"]
+    raise ValueError(f"no test build arguments for {name}")
+
+
+def build(names: list[str]) -> dict[str, float]:
+    """Build the named images ("engine" and model folder names) and the bases they need; return the
+    seconds each build took (0 where an image existed)."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    configure()
+    check_disk("base")
+    seconds = {"base": build_base()}
+    if "engine" in names:
+        check_disk("engine")
+        seconds["engine"] = _build(ENGINE, REPO / "Dockerfile.base", REPO, f"--build-arg=BASE_IMAGE={BASE}", "--build-arg=TORCH_INDEX_URL=")
+    models = [name for name in names if name in MODEL_IMAGES]
+    if models and not image_exists(MHUB_BASE):
+        check_disk("mhub-base")
+        seconds["mhub-base"] = _build(
+            MHUB_BASE, REPO / "dev" / "images" / "mhub-base.Dockerfile", VENDOR / "mhub-base" / "base",
+            f"--build-arg=BASE_IMAGE={BASE}", "-v", f"{VENDOR / 'wheels'}:/vendor:ro",
+        )
+    if models:
+        common = _model_build_args()
+        context = OUT / "context"  # the model Dockerfiles copy nothing: an empty build context
+        context.mkdir(exist_ok=True)
+        for name in models:
+            check_disk(name)
+            dockerfile = REPO / "models" / name / "dockerfiles" / "Dockerfile"
+            seconds[name] = _build(MODEL_IMAGES[name], dockerfile, context, *common, *_model_specific_args(name))
+    sizes = {tag: image_size(tag) for tag in (ENGINE, MHUB_BASE, *MODEL_IMAGES.values()) if image_exists(tag)}
+    record = OUT / "build.json"
+    previous = json.loads(record.read_text()) if record.exists() else {"seconds": {}, "sizes": {}}
+    previous["seconds"].update(seconds)
+    previous["sizes"].update(sizes)
+    record.write_text(json.dumps(previous, indent=2) + "\n")
     log(f"built: {json.dumps({'seconds': {k: round(v) for k, v in seconds.items()}, 'sizes': sizes})}")
     return seconds
+
+
+def remove(tag: str) -> None:
+    """Remove an image and the layers only it used (the bases stay)."""
+    run([*engine(), "rmi", "--force", tag], capture_output=True)
+    subprocess.run([*engine(), "image", "prune", "--force"], capture_output=True)
+
+
+#: The image tests of each image (``pytest -k``): their names say which image they run.
+IMAGE_TESTS = {"engine": "engine_image", **{name: f"{name.split('_')[0]}_image" for name in MODEL_IMAGES}}
+
+
+def test(names: list[str], keep: bool) -> int:
+    """Per image: build it, run its tests, and (unless ``keep``) remove it before the next, so that the
+    disk holds the bases and one image at a time. Returns pytest's worst exit code."""
+    worst = 0
+    for name in names:
+        build([name])
+        tag = ENGINE if name == "engine" else MODEL_IMAGES[name]
+        command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-m", "images", "-k", IMAGE_TESTS[name], str(REPO / "tests" / "images")]
+        log("$ " + " ".join(command))
+        worst = max(worst, subprocess.run(command, cwd=REPO).returncode)
+        if not keep:
+            remove(tag)
+    return worst
 
 
 def image_size(tag: str) -> str:
@@ -194,10 +257,17 @@ def image_size(tag: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mhub_cpu_dev.images", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=["build"])
-    parser.parse_args(argv)
-    build_all()
-    return 0
+    parser.add_argument("command", choices=["build", "test"], help="build: build the images; test: per image, build it, run its tests, remove it")
+    parser.add_argument("images", nargs="*", default=list(IMAGE_TESTS), help=f"images (default all: {' '.join(IMAGE_TESTS)})")
+    parser.add_argument("--keep", action="store_true", help="test: keep each image after its tests (default: removed, to bound the disk used)")
+    args = parser.parse_args(argv)
+    unknown = set(args.images) - set(IMAGE_TESTS)
+    if unknown:
+        parser.error(f"unknown images {sorted(unknown)}; choose from {' '.join(IMAGE_TESTS)}")
+    if args.command == "build":
+        build(args.images)
+        return 0
+    return test(args.images, args.keep)
 
 
 if __name__ == "__main__":
