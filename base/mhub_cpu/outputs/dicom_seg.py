@@ -14,8 +14,10 @@ from mhub_cpu import __version__
 from mhub_cpu.auto3dseg.labels import Code as LabelCode
 from mhub_cpu.auto3dseg.labels import Label
 from mhub_cpu.core.errors import ProcessingError
+from mhub_cpu.core.progress import log
 from mhub_cpu.dicomio.geometry import to_dicom_order
 from mhub_cpu.dicomio.series import DicomSeries
+from mhub_cpu.outputs.binary_frames import stand_in_map, write_binary_segmentation
 
 #: Segment Algorithm Type (0062,0008) of every segment we write.
 ALGORITHM_TYPE = hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
@@ -78,28 +80,12 @@ def segment_descriptions(labels: list[Label], algorithm: hd.AlgorithmIdentificat
     return descriptions
 
 
-def write_dicom_seg(
-    labels_image: nib.Nifti1Image,
-    series: DicomSeries,
-    labels: list[Label],
-    output_path: Path,
-    model_name: str,
-    model_version: str,
-    segmentation_type: SegmentationType = SegmentationType.BINARY,
-) -> list[Label]:
-    """Write a DICOM-SEG referencing ``series`` with one segment per label present.
+def segment_number_map(labels_image: nib.Nifti1Image, series: DicomSeries, labels: list[Label]) -> tuple[np.ndarray, list[Label]]:
+    """The label map in the series' pixel order (slice, row, column) as segment numbers 1..n, and
+    the labels present, in segment-number order (``labels``' order).
 
-    Args:
-        labels_image: Label values on the series' grid (any axis order; see
-            :func:`~mhub_cpu.dicomio.geometry.to_dicom_order`).
-        series: The source series (UIDs already resolved).
-        labels: The model's labels; those absent from the map get no segment.
-        output_path: File to write (written to a temporary name, then renamed).
-        model_name, model_version: Algorithm Name/Version (0066,0036)/(0066,0031).
-        segmentation_type: Binary or label-map frames.
-
-    Returns:
-        The labels written, in segment-number order.
+    Raises:
+        ProcessingError: the map does not fit the series, holds values ``labels`` lacks, or is empty.
     """
     labels_dicom_order = to_dicom_order(np.asarray(labels_image.dataobj), labels_image.affine, series.instances)
     expected = (len(series.instances), int(series.instances[0].Rows), int(series.instances[0].Columns))
@@ -116,11 +102,22 @@ def write_dicom_seg(
     lookup = np.zeros(int(labels_dicom_order.max()) + 1, dtype=np.uint16 if len(written) > 255 else np.uint8)
     for number, label in enumerate(written, start=1):
         lookup[label.value] = number
-    segment_map = lookup[labels_dicom_order]
+    return lookup[labels_dicom_order], written
+
+
+def highdicom_segmentation(
+    segment_map: np.ndarray,
+    series: DicomSeries,
+    written: list[Label],
+    model_name: str,
+    model_version: str,
+    segmentation_type: SegmentationType,
+) -> hd.seg.Segmentation:
+    """highdicom's Segmentation of ``segment_map`` (from :func:`segment_number_map`), frames and all."""
     algorithm = hd.AlgorithmIdentificationSequence(
         name=model_name, family=hd.sr.CodedConcept("123110", "DCM", "Artificial Intelligence"), version=model_version,
     )
-    seg = hd.seg.Segmentation(
+    return hd.seg.Segmentation(
         source_images=series.instances,
         pixel_array=segment_map,
         segmentation_type=segmentation_type.value,
@@ -138,8 +135,49 @@ def write_dicom_seg(
         content_description=_long_string(f"{model_name} (mhub-cpu)"),
         omit_empty_frames=True,
     )
+
+
+def write_dicom_seg(
+    labels_image: nib.Nifti1Image,
+    series: DicomSeries,
+    labels: list[Label],
+    output_path: Path,
+    model_name: str,
+    model_version: str,
+    segmentation_type: SegmentationType = SegmentationType.BINARY,
+) -> list[Label]:
+    """Write a DICOM-SEG referencing ``series`` with one segment per label present.
+
+    BINARY with several segments has its frames encoded by :mod:`.binary_frames` (the same frames
+    highdicom writes, several times faster); one segment, and LABELMAP, are highdicom's throughout.
+
+    Args:
+        labels_image: Label values on the series' grid (any axis order; see
+            :func:`~mhub_cpu.dicomio.geometry.to_dicom_order`).
+        series: The source series (UIDs already resolved).
+        labels: The model's labels; those absent from the map get no segment.
+        output_path: File to write (written to a temporary name, then renamed).
+        model_name, model_version: Algorithm Name/Version (0066,0036)/(0066,0031).
+        segmentation_type: Binary or label-map frames.
+
+    Returns:
+        The labels written, in segment-number order.
+    """
+    segment_map, written = segment_number_map(labels_image, series, labels)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     partial = output_path.with_name(output_path.name + ".partial")
-    seg.save_as(partial)
-    partial.replace(output_path)
+    try:
+        if segmentation_type is SegmentationType.BINARY and len(written) > 1:
+            template = highdicom_segmentation(
+                stand_in_map(segment_map, len(written)), series, written, model_name, model_version, segmentation_type,
+            )
+            frames = write_binary_segmentation(template, segment_map, series.instances, partial)
+        else:
+            seg = highdicom_segmentation(segment_map, series, written, model_name, model_version, segmentation_type)
+            seg.save_as(partial)
+            frames = int(seg.NumberOfFrames)
+        partial.replace(output_path)
+    finally:
+        partial.unlink(missing_ok=True)
+    log(f"DICOM-SEG: {len(written)} segments, {frames} {segmentation_type.value} frames")
     return written
