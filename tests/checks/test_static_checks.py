@@ -26,6 +26,7 @@ PLANTED_IMPORTS = [
     ("dicomio/volume.py", "from mhub_cpu.segment import job", "The engine's layers: each imports only the layers below it"),
     ("core/files.py", "from mhub_cpu.core import cache", "No import cycles between the modules of a package"),
     ("outputs/preview.py", "import mhubio", "mhubio is imported by the MHub integration only"),
+    ("segment/job.py", "import distributed", "Dask only in batch"),
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class Options:
     crop_to: str | None = None
     series_uid: str | None = None
     calibration: list[Path] | None = None  # int8 calibration CT (default: the engine's calibration CT)
+    threads: int | None = None  # OpenVINO threads (default: all cores; a batch gives each worker its share)
 
 
 @dataclass
@@ -74,11 +76,12 @@ def score_volume(image: nib.Nifti1Image, model: ModelDir, scorer: ScoreModel, op
     return score_curve(raw, orient.spacing[2], model.settings)
 
 
-def run(input_path: Path, output_dir: Path, model: ModelDir, options: Options) -> Result:
+def run(input_path: Path, output_dir: Path, model: ModelDir, options: Options, files: Sequence[Path] | None = None) -> Result:
     """Score one CT and write the outputs; on failure write qa.json with an error record and re-raise.
 
     Results are assembled in a staging folder and published only when all are complete; on
-    failure only the error record is left (results of an earlier run are removed).
+    failure only the error record is left (results of an earlier run are removed). ``files`` are
+    the series' DICOM files (a batch), else every file below ``input_path`` is looked at.
     """
     from mhub_cpu.bodypart import sr  # pydicom/highdicom only where needed
 
@@ -87,7 +90,7 @@ def run(input_path: Path, output_dir: Path, model: ModelDir, options: Options) -
     try:
         with staged_output(output_dir, OUTPUT_FILES, last="qa.json") as staging:
             with timer.stage("read input"):
-                volume = read_input(Path(input_path), staging / "work", options.series_uid)
+                volume = read_input(Path(input_path), staging / "work", options.series_uid, files)
                 image = volume.image
                 series = volume.series
                 orient = orientation_of(image)
@@ -99,7 +102,7 @@ def run(input_path: Path, output_dir: Path, model: ModelDir, options: Options) -
                             "scores axial slices and its SRs reference them as images of the series; give an axial "
                             "series (a NIfTI of this volume is scored, without SR)"
                         )
-            scorer = ScoreModel(model, options.precision, calibration=options.calibration)
+            scorer = ScoreModel(model, options.precision, threads=options.threads, calibration=options.calibration)
             curve = score_volume(image, model, scorer, options, timer)
             bpreg = bpreg_result(curve, model.settings)
             qa = qa_verdicts(curve, bpreg, model.settings)
@@ -137,11 +140,14 @@ def write_error_record(output_dir: Path, exc: BaseException, source: dict) -> No
     if Path(output_dir).is_file():
         return  # --output names a file: nowhere to write (the error says so)
     remove_results(output_dir, OUTPUT_FILES)
-    if isinstance(exc, MhubCpuError):
-        error = {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
-    elif isinstance(exc, KeyboardInterrupt):
-        error = {"type": "Interrupted", "message": "interrupted before the results were complete", "exit_code": 130}
-    else:
-        error = {"type": "InternalError", "message": f"{type(exc).__name__}: {exc}", "exit_code": 70}
-    write_json(Path(output_dir) / "qa.json", {"status": "error", "error": error, "input": source})
+    write_json(Path(output_dir) / "qa.json", {"status": "error", "error": error_record(exc), "input": source})
     log(f"wrote error record to {Path(output_dir) / 'qa.json'}")
+
+
+def error_record(exc: BaseException) -> dict:
+    """What failed, as error records say it: type, one-line message, the exit code the command gives."""
+    if isinstance(exc, MhubCpuError):
+        return {"type": type(exc).__name__, "message": str(exc), "exit_code": exc.exit_code}
+    if isinstance(exc, KeyboardInterrupt):
+        return {"type": "Interrupted", "message": "interrupted before the results were complete", "exit_code": 130}
+    return {"type": "InternalError", "message": f"{type(exc).__name__}: {exc}", "exit_code": 70}

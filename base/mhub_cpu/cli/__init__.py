@@ -8,24 +8,18 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterable
-from enum import StrEnum
 from pathlib import Path
 
 from mhub_cpu import __version__
+from mhub_cpu.cli.batch import register as register_batch
 from mhub_cpu.cli.bodypart import register as register_bodypart
 from mhub_cpu.cli.mhub import register as register_mhub
+from mhub_cpu.cli.options import add_model, add_precision, add_seg_type, add_window_options, choices, inference_settings
+from mhub_cpu.cli.slicer import register as register_slicer
 from mhub_cpu.core.errors import MhubCpuError
 from mhub_cpu.core.progress import log
 from mhub_cpu.outputs.dicom_seg import SegmentationType
 from mhub_cpu.runtime.precision import Precision
-from mhub_cpu.segment.splitter import WindowStrategy
-from mhub_cpu.segment.weights import BlendMode
-
-
-def _choices(values: Iterable[StrEnum]) -> list[str]:
-    """Option choices by their values (argparse lists them as typed); parsed into the enum by the handler."""
-    return [value.value for value in values]
 
 
 def _add_segment(subparsers: argparse._SubParsersAction) -> None:
@@ -37,63 +31,23 @@ def _add_segment(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--input", required=True, type=Path, help="folder of DICOM files (any nesting) or a NIfTI file")
     parser.add_argument("--output", required=True, type=Path, help="folder for the results (created if needed)")
-    _add_model(parser)
+    add_model(parser)
     parser.add_argument("--series", dest="series_uid", help="Series Instance UID to process when the folder holds several CT series")
-    _add_precision(parser)
-    parser.add_argument("--overlap", type=float, default=0.625, help="window overlap fraction (default 0.625, as Slicer)")
-    parser.add_argument("--blend", choices=_choices(BlendMode), default=BlendMode.GAUSSIAN.value, help="window blending (default gaussian)")
-    parser.add_argument(
-        "--windows", dest="strategy", choices=_choices(WindowStrategy), default=WindowStrategy.DENSE.value,
-        help="window placement: dense (MONAI's grid at --overlap, as Slicer; default), sparse (fewest windows "
-        "with at least --overlap shared, short axes get a fitted window), whole (one window over the volume)",
-    )
-    parser.add_argument("--skip-air", action="store_true", help="do not run windows that hold only air (< -950 HU)")
+    add_precision(parser)
+    add_window_options(parser)
     parser.add_argument(
         "--max-memory", dest="max_memory_mb", type=float,
         help="memory budget in MiB for inference: windows are shrunk until the estimated peak fits (default: no limit)",
     )
     parser.add_argument("--threads", type=int, help="CPU threads for OpenVINO (default: all cores)")
-    parser.add_argument(
-        "--seg-type", dest="segmentation_type", choices=_choices(SegmentationType), default=SegmentationType.BINARY.value,
-        help="DICOM-SEG type: BINARY (default, widest viewer support) or LABELMAP",
-    )
+    add_seg_type(parser)
     parser.set_defaults(func=_run_segment)
-
-
-def _add_model(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default="demo",
-        help="catalogue model id or name (e.g. abdominal-organs, downloaded once into the cache), a local "
-        "model zip/folder, or 'demo' (the embedded demo model, default)",
-    )
-    parser.add_argument(
-        "--trust-model", action="store_true",
-        help="unpickle model.pt with PyTorch's full unpickler, which can run code in the file; only for a "
-        "checkpoint you trust that holds types beyond tensors and plain containers (default: refused)",
-    )
-
-
-def _add_precision(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--precision", choices=_choices(Precision), default=Precision.F32.value,
-        help="f32: fp32 weights and compute (default, closest to the reference); bf16: bfloat16 compute (CPUs with "
-        "native bf16); fp16: fp16-compressed weights, f32 compute; int8: NNCF INT8 quantisation calibrated on CT "
-        "(see --calibration)",
-    )
-    parser.add_argument(
-        "--calibration", nargs="+", type=Path, default=(),
-        help="CT NIfTI files to calibrate INT8 on (default: the engine's calibration CT, configs/calibration/)",
-    )
 
 
 def _run_segment(args: argparse.Namespace) -> int:
     from mhub_cpu.segment.job import SegmentRequest, run_segment
-    from mhub_cpu.segment.pipeline import InferenceSettings
 
-    settings = InferenceSettings(
-        precision=Precision(args.precision), overlap=args.overlap, blend=BlendMode(args.blend), threads=args.threads,
-        strategy=WindowStrategy(args.strategy), skip_air=args.skip_air, max_memory_mb=args.max_memory_mb,
-    )
+    settings = inference_settings(args, args.threads)
     request = SegmentRequest(
         input_path=args.input, output_dir=args.output, model=args.model, series_uid=args.series_uid, settings=settings,
         segmentation_type=SegmentationType(args.segmentation_type), calibration=tuple(args.calibration),
@@ -111,14 +65,24 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert", help="convert (and for int8 quantise) a model to cached OpenVINO IR ahead of time (needs torch)",
     )
-    _add_model(parser)
-    _add_precision(parser)
+    add_model(parser)
+    parser.add_argument(
+        "--model-file", type=Path,
+        help="instead of --model: a model.pt in 3D Slicer's MONAIAuto3DSeg model folder; model.xml/.bin and "
+        "model.openvino.json are written beside it, where slicer-inference uses them without torch",
+    )
+    add_precision(parser)
     parser.set_defaults(func=_run_convert)
 
 
 def _run_convert(args: argparse.Namespace) -> int:
     from mhub_cpu.segment.model import prepare_network, resolve_bundle
 
+    if args.model_file is not None:
+        from mhub_cpu.slicer.model_folder import convert_model_file
+
+        print(json.dumps(convert_model_file(args.model_file, Precision(args.precision), tuple(args.calibration), args.trust_model), indent=2))
+        return 0
     bundle = resolve_bundle(args.model)
     converted = prepare_network(bundle, Precision(args.precision), tuple(args.calibration), args.trust_model)
     print(json.dumps({
@@ -137,9 +101,9 @@ def _add_verify(subparsers: argparse._SubParsersAction) -> None:
         "pipeline against the MONAI reference of the Slicer script, on the engine's calibration CT. Prints the figures as "
         "JSON (and writes them with --output); exits 4 when a precision agrees less than required.",
     )
-    _add_model(parser)
+    add_model(parser)
     parser.add_argument(
-        "--precision", nargs="+", choices=_choices(Precision), default=[Precision.F32.value], help="precisions to verify (default f32)",
+        "--precision", nargs="+", choices=choices(Precision), default=[Precision.F32.value], help="precisions to verify (default f32)",
     )
     parser.add_argument("--ct", type=Path, help="CT NIfTI to verify on (default: the engine's calibration CT)")
     parser.add_argument("--output", type=Path, help="JSON file for the figures")
@@ -167,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_verify(subparsers)
     register_bodypart(subparsers)
     register_mhub(subparsers)
+    register_slicer(subparsers)
+    register_batch(subparsers)
     return parser
 
 

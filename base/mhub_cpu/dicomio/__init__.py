@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import nibabel as nib
 from mhub_cpu.core.errors import InputError
 from mhub_cpu.core.progress import log
 from mhub_cpu.dicomio.conversion import convert_series, verify_pixel_data
-from mhub_cpu.dicomio.discovery import scan_directory
+from mhub_cpu.dicomio.discovery import scan_directory, scan_files
 from mhub_cpu.dicomio.headers import prepare_headers
 from mhub_cpu.dicomio.selection import select_series
 from mhub_cpu.dicomio.series import DicomSeries
@@ -95,13 +96,15 @@ def check_input_path(path: Path) -> Path:
     return path
 
 
-def read_input(path: Path, work_dir: Path, series_uid: str | None = None) -> InputVolume:
+def read_input(path: Path, work_dir: Path, series_uid: str | None = None, files: Sequence[Path] | None = None) -> InputVolume:
     """Locate, validate and (for DICOM) convert the CT input at ``path``.
 
     Args:
         path: A NIfTI file, or a folder holding one or more DICOM series.
         work_dir: Folder for the converted NIfTI (created if needed).
         series_uid: Series Instance UID to process when the folder holds several CT series.
+        files: The DICOM files to read instead of every file below ``path`` (a batch names the
+            files of one series, found by one scan of the whole collection).
 
     Raises:
         InputError: the path does not exist, holds no usable CT series, or the series is broken;
@@ -118,7 +121,7 @@ def read_input(path: Path, work_dir: Path, series_uid: str | None = None) -> Inp
         return InputVolume(nifti_path=Path(image.get_filename() or path), image=image, check=check, series=None)
     if not os.access(path, os.R_OK | os.X_OK):
         raise InputError(f"cannot read the input folder {path} (permission denied)")
-    series_list, skipped = scan_directory(path)
+    series_list, skipped = scan_directory(path) if files is None else scan_files(files)
     log(f"found {len(series_list)} DICOM series in {path}" + (f" ({skipped} other files ignored)" if skipped else ""))
     series = select_series(series_list, series_uid, path)
     ignored_localizers = sum(len(s.files) for s in series_list if s.localizer and s.series_instance_uid == series.series_instance_uid)

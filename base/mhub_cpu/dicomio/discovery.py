@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import pydicom
@@ -23,6 +24,14 @@ def _is_dicom_file(path: Path) -> bool:
         return False
 
 
+#: The attributes :func:`scan_files` needs to group files into series and describe them; reading only
+#: these (``tags=SCAN_TAGS``) keeps a whole collection's headers small in memory.
+SCAN_TAGS = (
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "Modality",
+    "ImageType", "SeriesNumber", "SeriesDescription", "BodyPartExamined", "ImageOrientationPatient", "Rows", "Columns",
+)
+
+
 def scan_directory(root: Path) -> tuple[list[DicomSeries], int]:
     """Read the headers of every DICOM file below ``root`` and group them into series.
 
@@ -32,17 +41,34 @@ def scan_directory(root: Path) -> tuple[list[DicomSeries], int]:
     Returns:
         The series found (unsorted) and the number of non-DICOM files skipped.
     """
+    return scan_files(p for p in root.rglob("*") if p.is_file())
+
+
+def scan_files(
+    paths: Iterable[Path], unreadable: list[tuple[Path, str]] | None = None, tags: Iterable[str] | None = None,
+) -> tuple[list[DicomSeries], int]:
+    """Group the DICOM files among ``paths`` into series, as :func:`scan_directory` does for a folder.
+
+    Args:
+        paths: The files to read (a batch worker reads exactly the files of its series).
+        unreadable: Where given, files with the marker that cannot be parsed are listed here as
+            ``(path, cause)`` and left out, instead of being refused (a collection scan goes on).
+        tags: Read only these attributes (and the file meta); default: the whole header.
+    """
     groups: dict[tuple, DicomSeries] = {}
     skipped = 0
-    paths = sorted(p for p in root.rglob("*") if p.is_file())
-    for path in paths:
+    specific = list(tags) if tags is not None else None
+    for path in sorted(paths):
         if not _is_dicom_file(path):
             skipped += 1
             continue
         try:
-            dataset = pydicom.dcmread(path, stop_before_pixels=True)
+            dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=specific)
         except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
-            raise InputError(f"broken DICOM file {path}: {exc}") from exc
+            if unreadable is None:
+                raise InputError(f"broken DICOM file {path}: {exc}") from exc
+            unreadable.append((path, f"{type(exc).__name__}: {exc}"))
+            continue
         key = _series_key(dataset, path)
         if key not in groups:
             modality = str(dataset.get("Modality", "") or "").strip().upper()

@@ -32,7 +32,7 @@ def resolve_uids(series: DicomSeries) -> None:
             dataset.SOPClassUID = meta_class or CT_IMAGE_STORAGE
             series.sop_uids_from_file_meta = True
     if not series.study_instance_uid:
-        series.study_instance_uid = derived_uid(instance_entropy(series), "study")
+        series.study_instance_uid = generated_study_uid(series)
         series.generated_uids.append("StudyInstanceUID")
     for dataset in series.instances:
         dataset.StudyInstanceUID = series.study_instance_uid
@@ -42,6 +42,12 @@ def resolve_uids(series: DicomSeries) -> None:
             "warning: blank " + " and ".join(series.generated_uids)
             + " in the source; generated replacements (outputs reference UIDs that exist nowhere else)"
         )
+
+
+def generated_study_uid(series: DicomSeries) -> str:
+    """The Study Instance UID given to a series whose source leaves it blank (the same in every run,
+    so that a batch can name the series' output folder before a worker reads it)."""
+    return derived_uid(instance_entropy(series), "study")
 
 
 def instance_entropy(series: DicomSeries) -> str:

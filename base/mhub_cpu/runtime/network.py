@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +12,31 @@ import numpy as np
 from mhub_cpu.core.errors import ModelError
 from mhub_cpu.runtime.precision import Precision, RunPrecision, require_compute, verify_ran
 
+#: Compiled networks kept for reuse, by IR files (path, sizes, mtimes) and settings; oldest first.
+_kept: OrderedDict[tuple, tuple[Any, RunPrecision]] = OrderedDict()
+_keep = 0
+_kept_lock = threading.Lock()
+
+
+def keep_compiled(count: int) -> None:
+    """Keep the last ``count`` compiled networks of this process for reuse (default 0: none).
+
+    A batch worker runs one job over many series: compiling its network once instead of once per
+    series saves seconds per series. Kept networks stay in memory, so a command that runs once
+    (whose memory budget counts on the network being freed after inference) keeps none.
+    """
+    global _keep
+    with _kept_lock:
+        _keep = count
+        while len(_kept) > _keep:
+            _kept.popitem(last=False)
+
 
 def compile_for_cpu(
     xml_path: Path, precision: Precision, threads: int | None = None, input_shape: tuple[int, ...] | None = None,
 ) -> tuple[Any, RunPrecision]:
-    """Compile an IR for the CPU and check that it runs in the precision asked for.
+    """Compile an IR for the CPU and check that it runs in the precision asked for (or reuse one
+    compiled from the same files with the same settings, see :func:`keep_compiled`).
 
     OpenVINO picks bf16 by itself on CPUs with native bf16 unless told otherwise, and drops a bf16
     hint on CPUs without it, so the compute precision is always passed as
@@ -33,9 +55,37 @@ def compile_for_cpu(
     Raises:
         ModelError: the IR cannot be compiled, or would not run in the requested precision.
     """
+    require_compute(precision.compute)
+    files = _files_key(Path(xml_path)) if _keep else None
+    if files is None:
+        return _compile(xml_path, precision, threads, input_shape)
+    key = (files, precision, threads, input_shape)
+    with _kept_lock:
+        if key in _kept:
+            _kept.move_to_end(key)
+            return _kept[key]
+        compiled = _compile(xml_path, precision, threads, input_shape)
+        _kept[key] = compiled
+        while len(_kept) > _keep:
+            _kept.popitem(last=False)
+        return compiled
+
+
+def _files_key(xml_path: Path) -> tuple | None:
+    """What identifies an IR on disk: its path and its two files' sizes and mtimes (None if absent:
+    compiling then says what is wrong)."""
+    try:
+        files = [path.stat() for path in (xml_path, xml_path.with_suffix(".bin"))]
+    except OSError:
+        return None
+    return (str(xml_path.resolve()), *((f.st_size, f.st_mtime_ns) for f in files))
+
+
+def _compile(
+    xml_path: Path, precision: Precision, threads: int | None, input_shape: tuple[int, ...] | None,
+) -> tuple[Any, RunPrecision]:
     import openvino as ov
 
-    require_compute(precision.compute)
     core = ov.Core()
     properties: dict[str, object] = {"INFERENCE_PRECISION_HINT": precision.compute.value, "PERFORMANCE_HINT": "LATENCY"}
     if threads:

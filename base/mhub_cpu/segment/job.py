@@ -14,6 +14,7 @@ import nibabel as nib
 import numpy as np
 
 from mhub_cpu.auto3dseg.bundle import ModelBundle
+from mhub_cpu.convert.auto3dseg import ConvertedModel
 from mhub_cpu.core.errors import ProcessingError
 from mhub_cpu.core.files import staged_output, write_json
 from mhub_cpu.core.progress import StageTimer, log
@@ -38,6 +39,7 @@ class SegmentRequest:
     segmentation_type: SegmentationType = SegmentationType.BINARY
     calibration: tuple[Path, ...] = ()
     trust_model: bool = False
+    files: tuple[Path, ...] | None = None  # the series' files (a batch); default: every file below input_path
 
 
 #: Every file ``segment`` may write into the output folder.
@@ -55,15 +57,23 @@ class Segmenter(Protocol):
 
 
 class OpenVinoSegmenter:
-    """Our engine: the cached OpenVINO IR in the requested precision, sliding window as requested."""
+    """Our engine: the cached OpenVINO IR in the requested precision, sliding window as requested.
+
+    ``converted`` is an IR prepared beforehand (a batch converts once, before its workers start).
+    """
+
+    def __init__(self, converted: ConvertedModel | None = None) -> None:
+        self.converted = converted
 
     def prepare(self, request: SegmentRequest, bundle: ModelBundle, timer: StageTimer) -> None:
-        with timer.stage("prepare network"):
-            self.converted = prepare_network(bundle, request.settings.precision, request.calibration, request.trust_model)
+        if self.converted is None:
+            with timer.stage("prepare network"):
+                self.converted = prepare_network(bundle, request.settings.precision, request.calibration, request.trust_model)
         self.settings = request.settings
         check_settings(self.converted.config, self.settings)
 
     def label(self, image: nib.Nifti1Image, timer: StageTimer) -> tuple[nib.Nifti1Image, dict]:
+        assert self.converted is not None, "prepare() first"
         result = segment_image(image, self.converted, self.settings, timer)
         facts = {
             "engine": "openvino",
@@ -83,11 +93,12 @@ class OpenVinoSegmenter:
         return result.labels, facts
 
 
-def run_segment(request: SegmentRequest, segmenter: Segmenter | None = None) -> dict:
+def run_segment(request: SegmentRequest, segmenter: Segmenter | None = None, bundle: ModelBundle | None = None) -> dict:
     """Segment the input and write the result files into ``request.output_dir``.
 
     Results are assembled in a staging folder inside the output folder and moved into place
     only when all of them are complete; a failed run leaves no result, not even an earlier one.
+    ``bundle`` is the model already resolved (a batch resolves it once), else ``request.model``.
 
     Returns:
         The report (also written as ``report.json``).
@@ -95,19 +106,20 @@ def run_segment(request: SegmentRequest, segmenter: Segmenter | None = None) -> 
     require_compute(request.settings.precision.compute)  # before any work
     timer = StageTimer()
     with staged_output(request.output_dir, OUTPUT_FILES, last="report.json") as staging:
-        report = _segment_into(request, staging, timer, segmenter or OpenVinoSegmenter())
+        report = _segment_into(request, staging, timer, segmenter or OpenVinoSegmenter(), bundle)
     for name in report["outputs"].values():
         log(f"wrote {request.output_dir / name}")
     return report
 
 
-def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, segmenter: Segmenter) -> dict:
+def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, segmenter: Segmenter, bundle: ModelBundle | None) -> dict:
     check_input_path(request.input_path)  # a mistyped path is said at once, not after a model download
-    with timer.stage("load model"):
-        bundle = resolve_bundle(request.model)
+    if bundle is None:
+        with timer.stage("load model"):
+            bundle = resolve_bundle(request.model)
     segmenter.prepare(request, bundle, timer)
     with timer.stage("read input"):
-        volume = read_input(request.input_path, staging / "work", request.series_uid)
+        volume = read_input(request.input_path, staging / "work", request.series_uid, request.files)
     labels_image, facts = segmenter.label(volume.image, timer)
     label_map = np.asarray(labels_image.dataobj)
     if not label_map.any():
