@@ -27,10 +27,12 @@ from mhub_cpu.core.errors import InputError, MhubCpuError, ProcessingError
 from mhub_cpu.core.progress import log
 from mhub_cpu.core.resources import models_root
 
-# The mhubio modules our workflows use, by their module paths in production mhubio (0.0.3, its GitHub head).
+# The mhubio modules our workflows use (JsonSegExporter: the tests' check of the roi metadata), by their
+# module paths in production mhubio (0.0.3, its GitHub head).
 MHUBIO_MODULES = {
     "FileStructureImporter": "mhubio.modules.importer.FileStructureImporter",
     "DataOrganizer": "mhubio.modules.organizer.DataOrganizer",
+    "JsonSegExporter": "mhubio.modules.exporter.JsonSegExporter",
 }
 
 

@@ -33,12 +33,14 @@ def roi_of(report: dict) -> tuple[str, list[str]]:
 @IO.Config('precision', str, 'f32', the='OpenVINO inference precision: f32, bf16, fp16 or int8')
 @IO.Config('windows', str, 'dense', the='window placement: dense (as 3D Slicer), sparse or whole')
 @IO.Config('seg_type', str, 'BINARY', the='DICOM-SEG type: BINARY or LABELMAP')
+@IO.Config('max_memory', int, 0, the='memory budget for inference in MiB (0: no limit); windows are shrunk until the estimated peak fits')
 class Auto3DSegOpenVINORunner(Module):
 
     model: str
     precision: str
     windows: str
     seg_type: str
+    max_memory: int
 
     @IO.Instance()
     @IO.Input('in_data', 'dicom|nifti:mod=ct', the='CT series (DICOM folder) or CT volume (NIfTI)')
@@ -50,7 +52,7 @@ class Auto3DSegOpenVINORunner(Module):
             command = engine_command() + [
                 'segment', '--input', in_data.abspath, '--output', work, '--model', self.model,
                 '--precision', self.precision, '--windows', self.windows, '--seg-type', self.seg_type,
-            ]
+            ] + (['--max-memory', str(self.max_memory)] if self.max_memory else [])
             self.log('run:', ' '.join(command))
             result = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for line in result.stdout.splitlines():
