@@ -177,7 +177,8 @@ def outcome(status: Status, reason: str = "", **kw) -> SeriesOutcome:
 
 
 def test_summary_rows_and_files(tmp_path: Path) -> None:
-    stages = {"load network": 0.5, "read input": 1.0, "preprocess": 0.25, "inference": 5.0, "restore grid": 0.25, "write outputs": 2.0}
+    stages = {"load network": 0.5, "read input": 1.0, "preprocess": 0.25, "inference": 5.0, "restore grid": 0.25, "write outputs": 1.5,
+              "write DICOM-SEG": 0.5}
     assert stage_split(stages, 10.0) == {"seconds_read": 1.0, "seconds_inference": 5.0, "seconds_write": 2.0, "seconds_other": 2.0}
     assert stage_split({"inference (90 slices, f32)": 3.0}, 4.0)["seconds_inference"] == 3.0
     done = TaskResult(Status.DONE, "", 10.0, stages, 612.34, "host:42", {"structures_found": 2, "structures": "Liver; Spleen"})

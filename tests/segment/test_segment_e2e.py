@@ -56,7 +56,7 @@ def test_outputs_and_report(demo_run: Path) -> None:
         assert (demo_run / name).stat().st_size > 0, name
     assert not list(demo_run.glob(".partial-*"))
     report = json.loads((demo_run / "report.json").read_text())
-    assert set(report["stages_s"]) >= {"read input", "preprocess", "inference", "write outputs"}
+    assert set(report["stages_s"]) >= {"read input", "preprocess", "inference", "write outputs", "write DICOM-SEG"}
     assert report["peak_rss_mb"] > 0 and report["inference"]["windows"] > 0
     precision = report["inference"]["precision"]
     assert precision["mode"] == "f32" and precision["ir"] == "fp32" and precision["compute_hint"] == "f32"

@@ -17,6 +17,7 @@ from pathlib import Path
 from mhub_cpu.batch.outcome import SeriesOutcome, Status
 from mhub_cpu.batch.tasks import TaskResult
 from mhub_cpu.core.files import write_atomic, write_json
+from mhub_cpu.segment.job import WRITE_STAGES
 
 BATCH_JSON = "batch.json"
 BATCH_CSV = "batch.csv"
@@ -32,7 +33,7 @@ def stage_split(stages: dict[str, float], total: float) -> dict[str, float]:
     """Seconds reading, in inference (every stage named ``inference…``), writing and the rest of ``total``."""
     read = stages.get("read input", 0.0)
     inference = sum(seconds for name, seconds in stages.items() if name.startswith("inference"))
-    write = stages.get("write outputs", 0.0)
+    write = sum(stages.get(name, 0.0) for name in WRITE_STAGES)
     return {
         "seconds_read": round(read, 3), "seconds_inference": round(inference, 3), "seconds_write": round(write, 3),
         "seconds_other": round(max(0.0, total - read - inference - write), 3),

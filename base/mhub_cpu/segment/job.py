@@ -26,6 +26,11 @@ from mhub_cpu.segment.model import prepare_network, resolve_bundle
 from mhub_cpu.segment.pipeline import InferenceSettings, check_settings, segment_image
 from mhub_cpu.segment.report import segment_report
 
+#: The stage writing the DICOM-SEG, apart from the other outputs: its cost grows with segments × slices.
+WRITE_SEG_STAGE = "write DICOM-SEG"
+#: The stages that write results (``report.json`` → ``stages_s``).
+WRITE_STAGES = ("write outputs", WRITE_SEG_STAGE)
+
 
 @dataclass(frozen=True)
 class SegmentRequest:
@@ -134,12 +139,13 @@ def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, seg
         outputs["nifti"] = "segmentation.nii.gz"
         write_preview(volume.image, labels_image, bundle.labels, staging / "preview.png")
         outputs["preview"] = "preview.png"
-        if volume.series is not None:
+    if volume.series is not None:
+        with timer.stage(WRITE_SEG_STAGE):
             segments_written = write_dicom_seg(
                 labels_image, volume.series, bundle.labels, staging / "segmentation.dcm", bundle.model_id,
                 bundle.version, request.segmentation_type,
             )
-            outputs["dicom_seg"] = "segmentation.dcm"
+        outputs["dicom_seg"] = "segmentation.dcm"
     report = segment_report(
         request.input_path, request.segmentation_type, bundle, volume, labels_image, facts, segments_written, timer,
         {**outputs, "report": "report.json"},

@@ -38,6 +38,9 @@ MODES = {
         Mode("ov-f32-sparse-2.5g", "openvino", "f32", "sparse", 0.25, True, 2500),
         Mode("ov-int8-sparse-2.5g", "openvino", "int8", "sparse", 0.25, True, 2500),
         Mode("ov-int8-sparse-4g", "openvino", "int8", "sparse", 0.25, True, 4000),
+        Mode("ov-f32-sparse-4g", "openvino", "f32", "sparse", 0.25, True, 4000),
+        Mode("ov-f32-6g", "openvino", "f32", "dense", 0.625, False, 6000),
+        Mode("ov-int8-6g", "openvino", "int8", "dense", 0.625, False, 6000),
         Mode("ov-f32-800m", "openvino", "f32", "dense", 0.625, False, 800),
         Mode("ov-int8-800m", "openvino", "int8", "dense", 0.625, False, 800),
     )
@@ -47,12 +50,17 @@ MODES = {
 #: are recorded as not run on CPUs without native bf16). On D, the
 #: dense overlap sweep (0.625, 0.5, 0.375) is what the default overlap is chosen from, and the
 #: ``-800m`` modes measure what windows shrunk for ``--max-memory`` cost in agreement (D's grid
-#: fits 2.5 GB with the model's window).
+#: fits 2.5 GB with the model's window). ``-6g`` are the settings of ``models/wholebody_openvino``'s
+#: workflows (Slicer's placement, ``max_memory: 6000``; f32, and int8 as the faster option), run on
+#: the whole-body workloads: without a budget, 118 classes need an estimated 13-15 GB at the model's window
+#: (W3's ``ov-f32-6g`` is left out of the default plan: 20-29 minutes on 2 cores). ``-sparse-4g`` are what a
+#: user short of memory would pick on W3, INT8 and f32.
 DEFAULT_PLAN = {
     "W1": ["reference", "ov-f32", "ov-bf16", "ov-int8", "ov-f32-sparse", "ov-bf16-sparse", "ov-int8-sparse",
            "ov-f32-sparse-2.5g", "ov-int8-sparse-2.5g"],
     "W2": ["reference", "ov-f32", "ov-f32-sparse", "ov-int8-sparse"],
-    "W3": ["reference", "ov-int8-sparse-4g"],
+    "W3": ["reference", "ov-int8-sparse-4g", "ov-f32-sparse-4g", "ov-int8-6g"],
+    "W4": ["reference", "ov-f32-6g", "ov-int8-6g"],
     "D": ["reference", "ov-f32", "ov-bf16", "ov-int8", "ov-f32-o0.5", "ov-f32-o0.375", "ov-f32-sparse", "ov-int8-sparse",
           "ov-f32-800m", "ov-int8-800m"],
 }

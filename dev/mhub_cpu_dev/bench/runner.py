@@ -17,6 +17,7 @@ from mhub_cpu.core.files import write_json
 from mhub_cpu.core.progress import log
 from mhub_cpu.core.versions import package_versions
 from mhub_cpu.runtime.precision import CpuCapabilities, Precision
+from mhub_cpu.segment.job import WRITE_SEG_STAGE
 from mhub_cpu_dev.bench.modes import DEFAULT_PLAN, MODES
 from mhub_cpu_dev.bench.workloads import Workload, build_workloads
 
@@ -180,17 +181,18 @@ def markdown_table(records: list[dict], machine: dict) -> str:
         f"OpenVINO capabilities {', '.join(machine.get('openvino_capabilities', []))}; "
         f"CPU flags {', '.join(machine.get('cpu_flags', [])) or 'none of note'}. "
         "Wall = DICOM in → DICOM-SEG out, in a fresh process (IR already converted and cached). "
-        "Peak RSS: the run's own high-water mark (VmHWM), reported by the run itself.",
+        "DICOM-SEG s: the SEG writing stage alone. Peak RSS: the run's own high-water mark (VmHWM), reported by the run itself.",
         "",
-        "| workload | mode | wall s | inference s | CPU s | peak RSS MiB | windows | speedup | Dice mean | Dice min |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| workload | mode | wall s | inference s | DICOM-SEG s | CPU s | peak RSS MiB | windows | speedup | Dice mean | Dice min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         if r.get("status") != "ok":
-            lines.append(f"| {r['workload']} | {r['mode']} | {r.get('status')} | | | | | | | |")
+            lines.append(f"| {r['workload']} | {r['mode']} | {r.get('status')} | | | | | | | | |")
             continue
         lines.append(
-            f"| {r['workload']} | {r['mode']} | {_fmt(r['wall_s'])} | {_fmt(r['inference_s'])} | {_fmt(r['cpu_s'])} | "
+            f"| {r['workload']} | {r['mode']} | {_fmt(r['wall_s'])} | {_fmt(r['inference_s'])} | {_fmt(r['stages_s'].get(WRITE_SEG_STAGE))} | "
+            f"{_fmt(r['cpu_s'])} | "
             f"{_fmt(r['peak_rss_mb'], 0)} | {_fmt(r['windows'])} | {_fmt(r.get('speedup_vs_reference'))}× | "
             f"{_fmt(r.get('dice_mean_vs_reference'), 4)} | {_fmt(r.get('dice_min_vs_reference'), 4)} |"
         )

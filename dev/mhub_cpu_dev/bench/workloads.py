@@ -3,7 +3,9 @@
 W1: the abdominal-organs architecture (SegResNetDS, init_filters 32, blocks_down 1-2-2-4-4,
 dsdepth 4, 25 outputs, roi 224×224×144) at 1.5 mm on the 112-slice sample series.
 W2: the same network as a 3 mm quick model. W3: the whole-body architecture (118 outputs) at
-1.5 mm on a chest–abdomen–pelvis-sized series built from the sample CT. D: the trained demo model.
+1.5 mm on a chest–abdomen–pelvis-sized series built from the sample CT. W4: the same whole-body
+network as the 3 mm quick model (``whole-body-3mm-v2.0.0``, the default of ``models/wholebody_openvino``)
+on W3's series. D: the trained demo model.
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ def build_workloads(root: Path, names: list[str]) -> list[Workload]:
                                write_random_model(models / "w2-abdominal-3mm-v0.0.0.zip", "abdominal-organs", ["Thyroid gland"], 3.0), SAMPLE_DICOM),
         "W3": lambda: Workload("W3", "whole-body architecture (118 outputs), 1.5 mm, random weights, 320x240x400 series",
                                write_random_model(models / "w3-whole-body-1.5mm-v0.0.0.zip", "whole-body", [], 1.5),
+                               write_large_series(root / "inputs" / "w3_dicom")),
+        "W4": lambda: Workload("W4", "whole-body architecture (118 outputs) as the 3 mm quick model, random weights, W3's 320x240x400 series",
+                               write_random_model(models / "w4-whole-body-3mm-v0.0.0.zip", "whole-body-3mm-v2.0.0", [], 3.0),
                                write_large_series(root / "inputs" / "w3_dicom")),
         "D": lambda: Workload("D", "trained demo model (2.2 mm), 112-slice series", demo_model_path(), SAMPLE_DICOM),
     }
