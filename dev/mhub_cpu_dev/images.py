@@ -1,7 +1,7 @@
 """Build and run the images with podman (or docker where a daemon runs): ``make images``.
 
-Three images: the standalone engine (``Dockerfile.base``) and the two MHub model images
-(``models/*/dockerfiles/Dockerfile``) on a local approximation of ``mhubai/base:latest``
+Four images: the standalone engine (``Dockerfile.base``) and the three MHub model images
+(``models/*/dockerfiles/Dockerfile``, test builds with stand-in models) on a local approximation of ``mhubai/base:latest``
 (``dev/images/mhub-base.Dockerfile``, from ``../shared/vendor/mhub/``). Where no registry is
 reachable the first base is a Debian bookworm made with mmdebstrap from the host's apt sources.
 
@@ -34,7 +34,14 @@ VENDOR = SHARED_DATA.parent / "vendor" / "mhub"
 BASE = "localhost/mhub-cpu-base:bookworm"
 ENGINE = "localhost/mhub-cpu:latest"
 MHUB_BASE = "docker.io/mhubai/base:latest"
-MODEL_IMAGES = {"abdominal_openvino": "localhost/mhub-cpu-abdominal_openvino:test", "bpreg": "localhost/mhub-cpu-bpreg:test"}
+MODEL_IMAGES = {
+    "abdominal_openvino": "localhost/mhub-cpu-abdominal_openvino:test",
+    "bpreg": "localhost/mhub-cpu-bpreg:test",
+    "wholebody_openvino": "localhost/mhub-cpu-wholebody_openvino:test",
+}
+#: The whole-body stand-in the test image converts (random weights of the 3 mm model's architecture;
+#: the full-resolution model's stand-in is the same network at 1.5 mm, tested outside the image).
+WHOLEBODY_STANDIN = "whole-body-3mm-standin.zip"
 #: rlimits a container may set here (podman's defaults are refused: no CAP_SYS_RESOURCE).
 ULIMITS = ("nofile=16384:16384", "nproc=32768:32768")
 #: Debian packages of the first base: Python 3.11 with venv, git for the model Dockerfiles.
@@ -154,6 +161,15 @@ def _standin_bpreg_model() -> Path:
     return target
 
 
+def _standin_wholebody_models() -> Path:
+    """A folder with the whole-body stand-in zip (the catalogue's labels, random weights)."""
+    from mhub_cpu_dev.standins.auto3dseg import write_random_model
+
+    folder = OUT / "wholebody-standin"
+    write_random_model(folder / WHOLEBODY_STANDIN, "whole-body-3mm-v2.0.0", [], 3.0)
+    return folder
+
+
 #: Free disk a build needs under the podman storage, in GB: podman writes each new layer twice while
 #: committing it (the container's upper folder and the layer's tar), and the model builds hold torch
 #: and the converters until their last step removes them.
@@ -187,6 +203,12 @@ def _model_specific_args(name: str) -> list[str]:
     if name == "bpreg":
         standin = _standin_bpreg_model()
         return ["-v", f"{standin}:/src/bpreg-model:ro", "--build-arg=MHUB_CPU_BPREG_MODEL=/src/bpreg-model"]
+    if name == "wholebody_openvino":
+        folder = _standin_wholebody_models()
+        # Random weights cannot pass `mhub-cpu verify` (near-uniform logits flip at the slightest
+        # difference): the test build converts every IR format but verifies none (see the Dockerfile).
+        return ["-v", f"{folder}:/src/wholebody-models:ro", f"--build-arg=MHUB_CPU_MODELS=/src/wholebody-models/{WHOLEBODY_STANDIN}",
+                "--build-arg=MHUB_CPU_VERIFY="]
     raise ValueError(f"no test build arguments for {name}")
 
 

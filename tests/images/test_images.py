@@ -200,3 +200,45 @@ def test_bpreg_image_runs_int8_offline(tmp_path: Path) -> None:
     assert "INT8 quantisation" not in result.stdout
     qa = json.loads(next((tmp_path / "out").rglob("*qa.json")).read_text())
     assert qa["status"] == "ok" and qa["model"]["precision"] == "int8"
+
+
+def _segment_voxels(path: Path) -> dict[str, int]:
+    """Voxels per segment label of a BINARY DICOM-SEG."""
+    ds = pydicom.dcmread(path)
+    frames = ds.pixel_array.reshape(-1, ds.Rows, ds.Columns)
+    labels = {item.SegmentNumber: item.SegmentLabel for item in ds.SegmentSequence}
+    counts = dict.fromkeys(labels.values(), 0)
+    for group, frame in zip(ds.PerFrameFunctionalGroupsSequence, frames):
+        counts[labels[group.SegmentIdentificationSequence[0].ReferencedSegmentNumber]] += int(frame.sum())
+    return counts
+
+
+def test_wholebody_image_default_workflow_writes_snomed_codes_and_matches_mhub_run_outside(tmp_path: Path) -> None:
+    """The whole-body stand-in (random weights of the 3 mm model's architecture), converted at build time."""
+    from mhub_cpu.auto3dseg.catalog import find_entry
+
+    source = tmp_path / "input"
+    shutil.copytree(CT_DICOM, source / "abdomen")
+    result = _mhub(images.MODEL_IMAGES["wholebody_openvino"], "default", source, tmp_path / "out", "--stop-on-error",
+                   f"modules.Auto3DSegOpenVINORunner.model=/opt/mhub-cpu/models/{images.WHOLEBODY_STANDIN}")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    assert "converting" not in log, "converted at run time"
+    seg_path = next((tmp_path / "out").rglob("whole_body_3mm.seg.dcm"))
+    assert dciodvfy_errors(seg_path) == []
+    items = list(pydicom.dcmread(seg_path, stop_before_pixels=True).SegmentSequence)
+    assert len(items) > 50  # random weights scatter most classes over the body
+    assert {item.SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator for item in items} == {"SCT"}
+    assert {item.SegmentLabel for item in items} <= set(find_entry("whole-body-3mm-v2.0.0").segments)
+    outside = tmp_path / "outside"
+    local = subprocess.run(
+        [sys.executable, "-m", "mhub_cpu.cli", "mhub-run", "--model", "wholebody_openvino", "--input", str(source),
+         "--output", str(outside), "--set", f"modules.Auto3DSegOpenVINORunner.model={images.OUT / 'wholebody-standin' / images.WHOLEBODY_STANDIN}"],
+        capture_output=True, text=True,
+    )
+    assert local.returncode == 0, local.stderr[-3000:]
+    inside, there = _segment_voxels(seg_path), _segment_voxels(next(outside.rglob("whole_body_3mm.seg.dcm")))
+    for name in set(inside) | set(there):  # near-uniform random logits: tiny segments may flip, the rest agree
+        a, b = inside.get(name, 0), there.get(name, 0)
+        if max(a, b) >= 200:
+            assert abs(a - b) <= max(100, 0.1 * max(a, b)), (name, a, b)
