@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 MHUB_VENV := .venv-mhub
 MHUB_VENDOR := ../shared/vendor/mhub
 
-.PHONY: demo test check test-emulated-cpu images test-images bench bench-bodypart venv clean
+.PHONY: demo test check test-emulated-cpu images test-images test-browser bench bench-bodypart bench-seg bench-batch venv clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -52,9 +52,14 @@ test-emulated-cpu: $(STAMP)
 images: $(STAMP)
 	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.images build
 
-# Each image run offline on mounted DICOM folders, outputs checked and compared with runs outside.
-test-images: images
-	$(PY) -m pytest -p no:cacheprovider -m images tests/images
+# Each image run offline on mounted DICOM folders, outputs checked and compared with runs outside. One
+# image at a time: built, tested, removed (the bases stay), so the disk holds one image beside the bases.
+test-images: $(STAMP)
+	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.images test
+
+# Pages rendered by headless Chromium (Debian package chromium), checked on their screenshots.
+test-browser: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider -m browser
 
 # Benchmarks are development tools (dev/mhub_cpu_dev), not commands of the engine.
 bench: $(STAMP)
@@ -62,6 +67,14 @@ bench: $(STAMP)
 
 bench-bodypart: $(STAMP)
 	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.bench.bodypart --output output/bench
+
+# A W3-sized BINARY DICOM-SEG (117-label whole-body model, ~38,000 frames): highdicom's encoding against ours.
+bench-seg: $(STAMP)
+	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.bench.seg_writing --output output/bench
+
+# One `mhub-cpu batch segment` over six copies of the sample against six `mhub-cpu segment` runs.
+bench-batch: $(STAMP)
+	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.bench.batch --output output/bench
 
 clean:
 	rm -rf $(VENV) $(MHUB_VENV) output
