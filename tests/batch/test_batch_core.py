@@ -299,9 +299,12 @@ def tiny_ir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_worker_compiles_a_network_once(tiny_ir: Path) -> None:
     assert compile_for_cpu(tiny_ir, Precision.F32)[0] is not compile_for_cpu(tiny_ir, Precision.F32)[0]  # default: none kept
     keep_compiled(1)
-    first = compile_for_cpu(tiny_ir, Precision.F32)[0]
-    assert compile_for_cpu(tiny_ir, Precision.F32)[0] is first
-    assert compile_for_cpu(tiny_ir, Precision.F32, threads=1)[0] is not first  # other settings: another network
-    assert compile_for_cpu(tiny_ir, Precision.F32)[0] is not first  # only the last one is kept
+    try:
+        first = compile_for_cpu(tiny_ir, Precision.F32)[0]
+        assert compile_for_cpu(tiny_ir, Precision.F32)[0] is first
+        assert compile_for_cpu(tiny_ir, Precision.F32, threads=1)[0] is not first  # other settings: another network
+        assert compile_for_cpu(tiny_ir, Precision.F32)[0] is not first  # only the last one is kept
+    finally:
+        keep_compiled(0)  # the rest of this test process compiles as a single command does
     network = Network(tiny_ir, Precision.F32)
     assert np.array_equal(network(np.array([[-1, 2, -3, 4]], dtype=np.float32)), [[0, 2, 0, 4]])

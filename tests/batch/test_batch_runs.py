@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import highdicom as hd
@@ -220,19 +222,43 @@ def test_ctrl_c_stops_cleanly(two_series: Path, tmp_path: Path) -> None:
     assert not alive(worker)
 
 
-def test_bodypart_on_a_cluster_started_apart(collection, tmp_path: Path) -> None:
-    from distributed import LocalCluster
+#: A LocalCluster in a process of its own (Dask's threads and event loop stay out of the test process):
+#: prints the scheduler's address, runs until its stdin closes.
+CLUSTER_APART = """
+import sys
+from distributed import LocalCluster
+resources = {"memory": float(sys.argv[1])} if len(sys.argv) > 1 else None
+with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", resources=resources) as cluster:
+    print(cluster.scheduler_address, flush=True)
+    sys.stdin.read()
+"""
 
+
+@contextmanager
+def cluster_apart(*memory: str) -> Iterator[str]:
+    process = subprocess.Popen([sys.executable, "-c", CLUSTER_APART, *memory], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        address = process.stdout.readline().strip()
+        assert address.startswith("tcp://"), address
+        yield address
+    finally:
+        assert process.stdin is not None
+        process.stdin.close()
+        process.wait(timeout=120)
+
+
+def test_bodypart_on_a_cluster_started_apart(collection, tmp_path: Path) -> None:
     root, series = collection
     model = write_model_dir(tmp_path / "model", random_state_dict(0))
     out = tmp_path / "out"
     inputs = ["--input", str(series["abdomen"].folder), "--input", str(series["mr"].folder)]
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0") as plain:
-        result = mhub_cpu("batch", "bodypart", *inputs, "--output", str(out), "--model", str(model), "--scheduler", plain.scheduler_address)
+    with cluster_apart() as plain:
+        result = mhub_cpu("batch", "bodypart", *inputs, "--output", str(out), "--model", str(model), "--scheduler", plain)
         assert result.returncode == 2
         assert result.stderr.strip().splitlines()[-1].startswith("mhub-cpu: error: no worker of the Dask cluster at")
-    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=":0", resources={"memory": 3000}) as cluster:
-        result = mhub_cpu("batch", "bodypart", *inputs, "--output", str(out), "--model", str(model), "--scheduler", cluster.scheduler_address)
+    with cluster_apart("3000") as cluster:
+        result = mhub_cpu("batch", "bodypart", *inputs, "--output", str(out), "--model", str(model), "--scheduler", cluster)
     assert result.returncode == 0, result.stderr
     rows = rows_of(out)
     assert [r["status"] for r in rows] == ["done", "not run"]
