@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
 
 from tqdm import tqdm
 
@@ -15,11 +14,11 @@ from mhub_cpu.core.progress import log
 class BatchProgress:
     """Series done / total, failures and the time left, updated as each series finishes."""
 
-    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+    def __init__(self, total: int) -> None:
         self.total = total
         self.done = 0
         self.failed = 0
-        self.stream = stream or sys.stderr
+        self.stream = sys.stderr
         self._start = time.perf_counter()
         self._bar = (
             tqdm(total=total, unit="series", desc="[mhub-cpu] batch", file=self.stream, dynamic_ncols=True, postfix={"failed": 0})

@@ -197,8 +197,9 @@ def collection_table(root: str, rows: Sequence[QaRow]) -> str:
     return f"<h2>{_e(root)}</h2><p>{len(rows)} series: {_e(summary)}</p><table><tr>{head}</tr>{body}</table>"
 
 
-def render(rows: Sequence[QaRow], landmarks: dict[str, float], title: str = "Collection QA report") -> str:
+def render(rows: Sequence[QaRow], landmarks: dict[str, float]) -> str:
     """The whole page: counts, the two plots, one table per collection."""
+    title = "Collection QA report"
     roots = list(dict.fromkeys(r.input_root for r in rows))
     counts = findings(rows)
     outcome_counts = Counter(r.outcome for r in rows)

@@ -171,7 +171,7 @@ def qa_row(index: int, outcome: SeriesOutcome) -> tuple[QaRow, dict | None]:
     return row, bpreg
 
 
-#: qa_report.csv columns: QaRow's fields, three under the names qa.json gives them.
+#: qa_report.csv columns: QaRow's fields, four renamed: three to the names qa.json gives them, match to body_part_vs_header.
 _CSV_NAMES = {"match": "body_part_vs_header", "reversed_order": "reversed_slice_order", "spacing_plausible": "z_spacing_plausible",
               "landmarks": "landmarks_covered"}
 QA_COLUMNS = tuple(_CSV_NAMES.get(f.name, f.name) for f in fields(QaRow) if f.name != "has_result")

@@ -86,7 +86,7 @@ def add_bodypart_model(parser: argparse.ArgumentParser) -> None:
     """``--model``, ``--precision`` and ``--calibration`` of body part regression."""
     parser.add_argument("--model", default=None, help="bpreg model directory or zip URL (default: public model from Zenodo, cached)")
     parser.add_argument(
-        "--precision", choices=[p.value for p in BODYPART_PRECISIONS], default=Precision.F32.value,
+        "--precision", choices=choices(BODYPART_PRECISIONS), default=Precision.F32.value,
         help="OpenVINO inference precision (default f32; bf16 on CPUs with native bf16; int8: NNCF-quantised, approximate)",
     )
     parser.add_argument("--calibration", nargs="+", default=None, metavar="CT",

@@ -3,7 +3,7 @@
 The Slicer script is a python-fire command: its options are spelled with dashes or underscores
 (``--model-file``, ``--model_file``), given as ``--name value`` or ``--name=value``, and options it
 does not name land in ``**kwargs`` and are ignored. An argparse subcommand refuses unknown
-options, so ``slicer-inference`` takes its arguments verbatim (its parser has no option prefix)
+options, so ``slicer-inference`` takes its arguments verbatim (its parser's option prefix is ``+``)
 and sorts them here: the script's own and ours go to :func:`_script_parser`, the rest are logged
 and ignored, as the script ignores them.
 """
@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mhub_cpu.cli.options import choices
 from mhub_cpu.core.errors import InputError
 from mhub_cpu.core.progress import log
 from mhub_cpu.runtime.precision import Precision
-
-#: The Slicer script's options (each also with underscores), in its order.
-SCRIPT_OPTIONS = ("model-file", "image-file", "result-file", "save-mode", "image-file-2", "image-file-3", "image-file-4")
 
 
 def _script_parser() -> argparse.ArgumentParser:
@@ -39,7 +37,7 @@ def _script_parser() -> argparse.ArgumentParser:
     script_option("save-mode", default=None, help="the script's output mode; 'brats' (multi-input MR) is refused, other values are ignored as there")
     for number in (2, 3, 4):
         script_option(f"image-file-{number}", type=Path, default=None, help=f"input volume {number} of a multi-input model: refused for now")
-    parser.add_argument("--precision", choices=[p.value for p in Precision], default=Precision.F32.value,
+    parser.add_argument("--precision", choices=choices(Precision), default=Precision.F32.value,
                         help="mhub-cpu's: OpenVINO precision as for `mhub-cpu segment` (default f32)")
     parser.add_argument("--threads", type=int, default=None, help="mhub-cpu's: CPU threads for OpenVINO (default: all cores)")
     parser.add_argument("--trust-model", action="store_true", help="mhub-cpu's: unpickle model.pt with the full unpickler (see `segment --help`)")

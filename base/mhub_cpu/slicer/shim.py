@@ -40,7 +40,7 @@ sys.exit(subprocess.call(COMMAND + sys.argv[1:], env=environment))
 '''
 
 
-def shim_script(python: str | None = None) -> str:
-    """The shim's source, running ``slicer-inference`` with ``python`` (default: this installation's)."""
-    command = [python or sys.executable, "-m", "mhub_cpu.cli", "slicer-inference"]
+def shim_script() -> str:
+    """The shim's source, running ``slicer-inference`` with this installation's Python."""
+    command = [sys.executable, "-m", "mhub_cpu.cli", "slicer-inference"]
     return _TEMPLATE.format(version=__version__, cleared=", ".join(CLEARED_VARIABLES), command=command, cleared_tuple=CLEARED_VARIABLES)
