@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MHUB_VENV := .venv-mhub
-MHUB_VENDOR := ../shared/vendor/mhub
+MHUB_VENDOR := vendor/mhub
 
 .PHONY: demo test check test-emulated-cpu images test-images test-browser bench bench-bodypart bench-seg bench-batch venv clean
 
