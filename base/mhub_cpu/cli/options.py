@@ -34,8 +34,9 @@ def add_model(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--trust-model", action="store_true",
-        help="unpickle model.pt with PyTorch's full unpickler, which can run code in the file; only for a "
-        "checkpoint you trust that holds types beyond tensors and plain containers (default: refused)",
+        help="trust the model file: unpickle model.pt with PyTorch's full unpickler and build its network with "
+        "MONAI's ConfigParser, both of which can run code in the file; only for a checkpoint you trust that "
+        "holds types beyond tensors and plain containers or a network outside the closed schema (default: refused)",
     )
 
 

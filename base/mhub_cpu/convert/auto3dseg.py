@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mhub_cpu.auto3dseg.bundle import ModelBundle
+from mhub_cpu.auto3dseg.network_schema import check_config, network_spec
 from mhub_cpu.convert.checkpoint import load_checkpoint
 from mhub_cpu.convert.ir_cache import IR_XML, cache_key, cached_ir
 from mhub_cpu.core.errors import ModelError
@@ -44,14 +45,33 @@ Quantizer = Callable[[Any, dict[str, Any]], Any]
 CONFIG_JSON = "model_config.json"
 
 
-def network_from_config(config: dict[str, Any]) -> Any:
-    """Rebuild the network from ``config["network"]`` with MONAI's bundle ConfigParser.
+def network_from_config(config: dict[str, Any], trust: bool = False) -> Any:
+    """Build the network of ``config["network"]`` by calling its architecture's class with the
+    parameters the closed schema allows (:mod:`mhub_cpu.auto3dseg.network_schema`).
 
     ``INSTANCE_NVFUSER`` normalisation (a CUDA-only fused kernel of instance norm) is replaced by
-    plain ``INSTANCE``, which computes the same function on CPU.
+    plain ``INSTANCE``, which computes the same function on CPU. With ``trust`` (``--trust-model``)
+    the config is parsed by MONAI's ConfigParser instead, which instantiates whatever it names.
     """
+    if trust:
+        return _network_by_config_parser(config)
+    from monai.networks import nets
+
+    spec = network_spec(config.get("network"))
+    kwargs = dict(spec.kwargs)
+    norm = kwargs.get("norm")
+    if norm == "INSTANCE_NVFUSER" or (isinstance(norm, tuple) and norm[0] == "INSTANCE_NVFUSER"):
+        kwargs["norm"] = "INSTANCE" if isinstance(norm, str) else ("INSTANCE", norm[1])
+    try:
+        return getattr(nets, spec.architecture)(**kwargs)
+    except (ValueError, TypeError, AssertionError, NotImplementedError, KeyError) as exc:
+        raise ModelError(f"cannot build the {spec.architecture} of the checkpoint config: {exc}") from exc
+
+
+def _network_by_config_parser(config: dict[str, Any]) -> Any:
     from monai.bundle import ConfigParser
 
+    log("warning: --trust-model: the network config is parsed by MONAI's ConfigParser, which runs what it names")
     network_config = json.loads(json.dumps(config["network"]))
     if str(network_config.get("norm", "")).upper() == "INSTANCE_NVFUSER":
         network_config["norm"] = "INSTANCE"
@@ -61,10 +81,21 @@ def network_from_config(config: dict[str, Any]) -> Any:
         raise ModelError(f"cannot build the network from the checkpoint config: {exc}") from exc
 
 
+def check_weights(state_dict: dict[str, Any]) -> None:
+    """Refuse weights with NaN or infinite values, naming the first such tensor (such a network
+    would find nothing, and the user would be told that the image holds no structures)."""
+    import torch
+
+    for name, tensor in state_dict.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(f"the checkpoint's weights are broken: {name} holds {bad} NaN or infinite values of {tensor.numel()}")
+
+
 def size_divisor(config: dict[str, Any]) -> int:
     """Input sizes must be multiples of this: SegResNet(DS) halves the resolution
     ``len(blocks_down) − 1`` times."""
-    return 2 ** (len(config["network"].get("blocks_down", [1, 2, 2, 4, 4])) - 1)
+    return 2 ** (len(config["network"].get("blocks_down", [1, 2, 2, 4])) - 1)
 
 
 def check_supported(config: dict[str, Any]) -> None:
@@ -133,8 +164,11 @@ def convert_bundle(
 
         log(f"converting {bundle.model_id} to OpenVINO IR ({ir}); done once, then cached")
         config, state_dict = load_checkpoint(bundle.checkpoint_bytes, trust=trust_model)
+        if not trust_model:
+            check_config(config, label_count=len(bundle.labels))
         check_supported(config)
-        network = network_from_config(config)
+        check_weights(state_dict)
+        network = network_from_config(config, trust=trust_model)
         try:
             network.load_state_dict(state_dict, strict=True)
         except RuntimeError as exc:
