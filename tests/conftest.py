@@ -6,6 +6,7 @@ import functools
 import http.server
 import os
 import shutil
+import signal
 import threading
 from pathlib import Path
 
@@ -19,6 +20,16 @@ CT_DICOM = SHARED / "ct" / "abdomen_3mm_dicom"
 CT_NIFTI = SHARED / "ct" / "abdomen_3mm.nii.gz"
 CT_REFERENCE_LABELS = SHARED / "ct" / "abdomen_3mm_totalseg_labels.nii.gz"
 SCANNER_DICOM = SHARED / "ct" / "upper_abdomen_scanner_dicom"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def interruptible_children() -> None:
+    """Started as a background job, pytest inherits SIGINT ignored and every child would too (an
+    ignored signal stays ignored across ``exec``). Python's own handler in this process makes each
+    child start with SIGINT at its default, as from a terminal; the tests that send signals also
+    reset them in the child (:mod:`childproc`)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session", autouse=True)

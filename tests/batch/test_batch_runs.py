@@ -21,6 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+import childproc
 from mhub_cpu.batch.collection import find_series
 from mhub_cpu.core.files import STAGING_PREFIX
 from mhub_cpu_dev.collection import build_collection
@@ -38,7 +39,7 @@ def mhub_cpu(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
 
 
 def start(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "mhub_cpu.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return childproc.popen([sys.executable, "-m", "mhub_cpu.cli", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def rows_of(out: Path) -> list[dict]:

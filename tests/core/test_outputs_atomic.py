@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import childproc
 from conftest import CT_DICOM, CT_NIFTI
 from mhub_cpu.core.files import STAGING_PREFIX
 from mhub_cpu_dev.standins.bodypart import random_state_dict, write_model_dir
@@ -37,7 +38,7 @@ def bpr_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def start_and_stop_in_inference(output: Path, demo_model: Path, how: signal.Signals) -> subprocess.Popen:
     """Start a segment run, wait until it is inside inference (staging exists), send ``how``."""
-    process = subprocess.Popen(
+    process = childproc.popen(
         [sys.executable, "-m", "mhub_cpu.cli", "segment", "--input", str(CT_DICOM), "--output", str(output),
          "--model", str(demo_model), "--threads", "1"],
         stderr=subprocess.PIPE, text=True,
