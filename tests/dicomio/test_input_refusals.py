@@ -183,3 +183,48 @@ def test_an_unsupported_transfer_syntax_is_named(tmp_path: Path) -> None:
 def test_nifti_input_with_series_option_is_refused(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="--series applies to DICOM folders"):
         read_input(CT_NIFTI, tmp_path, series_uid="1.2.3")
+
+
+ROWS_US = bytes([0x28, 0x00, 0x10, 0x00]) + b"US" + bytes([2, 0])
+
+
+def patched_series(target: Path, patch) -> Path:
+    """A few files of the sample series with the bytes of their Rows element changed by ``patch``."""
+    target.mkdir()
+    for path in sorted(CT_DICOM.iterdir())[:6]:
+        data = bytearray(path.read_bytes())
+        where = data.find(ROWS_US)
+        assert where > 0, "explicit VR little endian Rows element expected"
+        patch(data, where)
+        (target / path.name).write_bytes(bytes(data))
+    return target
+
+
+def odd_length(data: bytearray, where: int) -> None:
+    data[where + 6] = 3  # 3 bytes for a US value: pydicom's BytesLengthException on first use
+
+
+def wrong_vr(data: bytearray, where: int) -> None:
+    data[where + 4:where + 6] = b"DS"  # Rows as a decimal string of two bytes
+
+
+@pytest.mark.parametrize("patch,message", [
+    (odd_length, r"broken DICOM file .*CT_0001\.dcm: element \(0028,0010\) \(Rows\) cannot be decoded: Expected total bytes"),
+    (wrong_vr, r"Rows is missing or empty in CT_0001\.dcm"),
+])
+def test_a_malformed_header_element_is_an_input_error_naming_file_and_tag(tmp_path: Path, patch, message: str) -> None:
+    series = patched_series(tmp_path / "series", patch)
+    result = cli("segment", "--input", str(series), "--output", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert re.search(message, last_line(result)), last_line(result)
+    assert not (tmp_path / "out" / "segmentation.dcm").exists()
+
+
+def test_missing_rows_is_an_input_error(tmp_path: Path) -> None:
+    copy_series(CT_DICOM, tmp_path / "series")
+    for path in sorted((tmp_path / "series").iterdir()):
+        dataset = pydicom.dcmread(path)
+        del dataset.Rows
+        dataset.save_as(path)
+    result = cli("segment", "--input", str(tmp_path / "series"), "--output", str(tmp_path / "out"))
+    assert result.returncode == 2 and last_line(result) == "mhub-cpu: error: Rows is missing or empty in CT_0001.dcm"

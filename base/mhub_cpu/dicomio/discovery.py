@@ -14,6 +14,30 @@ from mhub_cpu.dicomio.series import CT_SOP_CLASSES, DicomSeries, uid_text
 from mhub_cpu.dicomio.uids import derived_uid, instance_entropy
 
 
+class MalformedElement(ValueError):
+    """An element of a header that pydicom cannot decode (a wrong length for its VR, a bad value)."""
+
+
+def parse_every_element(dataset: Dataset) -> None:
+    """Decode every element of a header now, where the file is named, rather than at first use.
+
+    pydicom decodes element values lazily, so a malformed length (e.g. 3 bytes for a US value)
+    would otherwise surface as pydicom's own exception deep in the pipeline. Sequences are
+    decoded item by item.
+
+    Raises:
+        MalformedElement: naming the tag and keyword of the first element that fails.
+    """
+    for tag in list(dataset.keys()):
+        try:
+            element = dataset[tag]
+            items = element.value if element.VR == "SQ" else ()
+        except Exception as exc:  # pydicom raises several types for malformed values
+            keyword = pydicom.datadict.keyword_for_tag(tag) or "private element"
+            raise MalformedElement(f"element {pydicom.tag.Tag(tag)} ({keyword}) cannot be decoded: {str(exc).split('. ')[0]}") from exc
+        for item in items:
+            parse_every_element(item)
+
 def _is_dicom_file(path: Path) -> bool:
     """True if the file carries the Part 10 'DICM' preamble marker (PS3.10 7.1)."""
     try:
@@ -64,7 +88,8 @@ def scan_files(
             continue
         try:
             dataset = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=specific)
-        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as exc:
+            parse_every_element(dataset)
+        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, MalformedElement) as exc:
             if unreadable is None:
                 raise InputError(f"broken DICOM file {path}: {exc}") from exc
             unreadable.append((path, f"{type(exc).__name__}: {exc}"))
