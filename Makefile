@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 MHUB_VENV := .venv-mhub
 MHUB_VENDOR := vendor/mhub
 
-.PHONY: demo test check test-emulated-cpu images test-images test-browser bench bench-bodypart bench-seg bench-batch venv clean
+.PHONY: demo test test-signals check docs test-emulated-cpu images test-images test-browser bench bench-bodypart bench-seg bench-batch venv clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -25,16 +25,32 @@ $(STAMP): pyproject.toml Makefile
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/mhub-cpu segment --input ../shared/data/ct/abdomen_3mm_dicom --output output/demo
+	$(VENV)/bin/mhub-cpu segment --input data/ct/abdomen_3mm_dicom --output output/demo
 
 # Static checks first (lint, types, the layering contracts in pyproject.toml), then every test.
 test: check
 	$(PY) -m pytest
 
+# The tests that send signals, started as a background job of a non-interactive shell, as CI systems and
+# nohup start them: SIGINT arrives ignored (checked first), and the tests must still pass.
+SIGNAL_TESTS := tests/batch/test_batch_runs.py tests/core/test_outputs_atomic.py
+test-signals: $(STAMP)
+	bash -c '$(PY) -c "import signal, sys; sys.exit(signal.getsignal(signal.SIGINT) is not signal.SIG_IGN)" & wait $$!' \
+		|| { echo "test-signals: a background job here does not start with SIGINT ignored"; exit 1; }
+	bash -c '$(PY) -m pytest -p no:cacheprovider -q -k "ctrl_c or signal" $(SIGNAL_TESTS) < /dev/null & wait $$!'
+
 check: $(STAMP)
 	$(VENV)/bin/ruff check base dev tests models scripts demo
 	$(VENV)/bin/mypy
 	PYTHONPATH=dev $(VENV)/bin/lint-imports
+	$(MAKE) --no-print-directory docs
+
+# The reference pages (docs/) with mkdocs in strict mode: a broken link or anchor fails the build.
+# (mkdocs --quiet would hide the warnings that strict mode counts, so the log is shown on failure.)
+docs: $(STAMP)
+	@mkdir -p output
+	@$(VENV)/bin/mkdocs build --strict > output/mkdocs.log 2>&1 || { cat output/mkdocs.log; exit 1; }
+	@echo "docs: built output/site (mkdocs, strict)"
 
 # The precision tests on an emulated AVX2-only AMD EPYC (no AVX-512, VNNI or bf16), through QEMU's
 # user-mode emulator (Debian package qemu-user): OpenVINO sees that CPU's capabilities.
@@ -48,7 +64,7 @@ test-emulated-cpu: $(STAMP)
 		$(PY) -m pytest -p no:cacheprovider -m "emulated or not emulated" tests/runtime/test_precision.py
 
 # The standalone engine image and both MHub model images, with podman (docker where a daemon runs), on
-# local bases: Debian bookworm from mmdebstrap and an approximation of mhubai/base from ../shared/vendor/mhub.
+# local bases: Debian bookworm from mmdebstrap and an approximation of mhubai/base from vendor/mhub/mhub-base.
 images: $(STAMP)
 	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.images build
 

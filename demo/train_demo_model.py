@@ -1,6 +1,6 @@
 """Train the small demo segmentation model and write it in the Auto3DSeg zip format.
 
-A SegResNetDS (MONAI) is fitted to ONE CT, ``../shared/data/ct/abdomen_3mm.nii.gz``, against its
+A SegResNetDS (MONAI) is fitted to ONE CT, ``data/ct/abdomen_3mm.nii.gz``, against its
 TotalSegmentator label map mapped to the labels of the catalogue's ``abdominal-organs`` model.
 It is a demonstration model for tests and ``make demo`` — it has seen a single patient and must
 not be used on real data.
@@ -31,7 +31,7 @@ from mhub_cpu.auto3dseg.labels import Label, format_labels_csv
 from mhub_cpu.convert import network_from_config
 from mhub_cpu.segment.preprocess import nearest_indices, prepare, to_canonical
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[1] / "data"
 TOTALSEG_IDS = SHARED / "codes" / "totalsegmentator_total_v2_labels.json"
 #: TotalSegmentator v2 classes of the abdominal-organs model, in our label-value order.
 CLASSES = [

@@ -1,6 +1,6 @@
 """Generate ``configs/bodypart/idc_bpr_codes.json`` from Imaging Data Commons' BPR code tables.
 
-Reads ``../shared/data/codes/idc_bpr/bpr_landmarks_code_mapping.csv`` and
+Reads ``data/codes/idc_bpr/bpr_landmarks_code_mapping.csv`` and
 ``bpr_regions_code_mapping.csv`` (ImagingDataCommons/nnU-Net-BPR-annotations, BSD-3) and writes
 the landmark → Finding Site (+ topographical modifier) and region → Finding Site codes the SR
 writer uses. Deterministic: re-running gives a byte-identical file.
@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCE = REPO.parent / "shared" / "data" / "codes" / "idc_bpr"
+SOURCE = REPO / "data" / "codes" / "idc_bpr"
 DEFAULT_OUTPUT = REPO / "configs" / "bodypart" / "idc_bpr_codes.json"
 
 

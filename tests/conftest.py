@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the shared data, an isolated model cache, the demo model."""
+"""Shared fixtures: paths to the sample data (data/), an isolated model cache, the demo model."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pydicom
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = REPO / "data"
 CT_DICOM = SHARED / "ct" / "abdomen_3mm_dicom"
 CT_NIFTI = SHARED / "ct" / "abdomen_3mm.nii.gz"
 CT_REFERENCE_LABELS = SHARED / "ct" / "abdomen_3mm_totalseg_labels.nii.gz"

@@ -1,5 +1,5 @@
 # A local approximation of MHub's base image (mhubai/base:latest), built where no registry is
-# reachable. Build context: MHub's base image folder (../shared/vendor/mhub/mhub-base/base). Same
+# reachable. Build context: MHub's base image folder (vendor/mhub/mhub-base/base). Same
 # layout as MHub's (base/dockerfiles/Dockerfile there): /app with data/, utility/config,
 # xmodules, xcollections; buildutils/ in /app; mhub.* scripts in /usr/bin; mhubio's GitHub head
 # (wheel built unchanged, mounted at /vendor) in the uv environment /app/.venv. Differences: Debian

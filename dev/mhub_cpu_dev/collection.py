@@ -1,4 +1,4 @@
-"""A small synthetic collection built from the shared sample series, for the batch tests.
+"""A small synthetic collection built from the sample series in data/, for the batch tests.
 
 Laid out as collections arrive (several sites, studies and series, nested folders, clutter)::
 
@@ -26,10 +26,9 @@ from pathlib import Path
 import pydicom
 from pydicom.uid import generate_uid
 
-from mhub_cpu_dev.shared import SAMPLE_DICOM, SHARED_CT
+from mhub_cpu_dev.data import SAMPLE_DICOM, SCANNER_DICOM
 
 #: The real scanner series (Siemens, JPEG 2000, blank Study/Series/SOP UIDs in the datasets).
-SCANNER_DICOM = SHARED_CT / "upper_abdomen_scanner_dicom"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Four images: the standalone engine (``Dockerfile.base``) and the three MHub model images
 (``models/*/dockerfiles/Dockerfile``, test builds with stand-in models) on a local approximation of ``mhubai/base:latest``
-(``dev/images/mhub-base.Dockerfile``, from ``../shared/vendor/mhub/``). Where no registry is
+(``dev/images/mhub-base.Dockerfile``, from ``vendor/mhub/mhub-base``). Where no registry is
 reachable the first base is a Debian bookworm made with mmdebstrap from the host's apt sources.
 
 podman keeps all its state under ``output/images/podman/`` with one storage configuration; runc
@@ -26,11 +26,10 @@ import time
 from pathlib import Path
 
 from mhub_cpu.core.progress import log
-from mhub_cpu_dev.shared import SHARED_DATA
 
 REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "output" / "images"
-VENDOR = SHARED_DATA.parent / "vendor" / "mhub"
+VENDOR = REPO / "vendor" / "mhub"
 BASE = "localhost/mhub-cpu-base:bookworm"
 ENGINE = "localhost/mhub-cpu:latest"
 MHUB_BASE = "docker.io/mhubai/base:latest"

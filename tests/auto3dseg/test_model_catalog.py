@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO
 
 REPO_ROOT = REPO
-DATA_DIR = REPO_ROOT.parent / "shared" / "data"
+DATA_DIR = REPO_ROOT / "data"
 CATALOG_PATH = REPO_ROOT / "configs" / "auto3dseg_models.json"
 SCRIPT = REPO_ROOT / "scripts" / "build_model_catalog.py"
 CODE_FIELDS = ("category", "type", "type_modifier", "anatomic_region", "anatomic_region_modifier")

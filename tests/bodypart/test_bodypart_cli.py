@@ -21,7 +21,7 @@ from mhub_cpu.cli.bodypart import register
 from mhub_cpu.core.errors import DownloadError, ModelError
 from mhub_cpu_dev.standins.bodypart import random_state_dict, write_model_dir
 
-SHARED = REPO.parent / "shared" / "data"
+SHARED = REPO / "data"
 CT_NIFTI = SHARED / "ct" / "abdomen_3mm.nii.gz"
 
 
@@ -90,7 +90,7 @@ def test_precision_choices_are_those_body_part_regression_offers():
         parser().parse_args(["bodypart", "--input", "x", "--output", "y", "--precision", "fp16"])
 
 
-def test_idc_code_table_is_generated_from_shared_data(tmp_path):
+def test_idc_code_table_is_generated_from_the_source_table(tmp_path):
     repo = REPO
     subprocess.run([sys.executable, str(repo / "scripts" / "build_bodypart_codes.py"), "--output", str(tmp_path / "codes.json")], check=True)
     assert (tmp_path / "codes.json").read_bytes() == (repo / "configs" / "bodypart" / "idc_bpr_codes.json").read_bytes()

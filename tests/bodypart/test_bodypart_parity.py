@@ -23,7 +23,7 @@ from mhub_cpu.runtime.precision import Precision
 from mhub_cpu_dev.reference.bpreg import import_inference_model
 from mhub_cpu_dev.standins.bodypart import random_state_dict, write_model_dir
 
-SHARED = REPO.parent / "shared" / "data"
+SHARED = REPO / "data"
 CT = SHARED / "ct" / "abdomen_3mm.nii.gz"
 SCORE_KEYS = ("cleaned slice scores", "unprocessed slice scores", "z")
 FLAG_KEYS = ("body part examined tag", "reverse z-ordering", "valid z-spacing")

@@ -3,7 +3,7 @@
 * Preprocessing (two GEMMs per slab, HU scaling after resizing) equals bpreg's own
   ``Nifti2Npy.preprocess_nifti`` also for swapped in-plane axes and a feet-pointing slice axis.
 * Batched inference gives the unbatched scores (f32).
-* INT8 (NNCF, calibrated on the shared sample CTs) gives the same tag and flags as f32 on the
+* INT8 (NNCF, calibrated on the sample CTs) gives the same tag and flags as f32 on the
   parity fixture volume, with the parity test's model scale.
 """
 
@@ -25,7 +25,7 @@ from mhub_cpu.runtime.precision import Precision
 from mhub_cpu_dev.reference.bpreg import import_inference_model
 from mhub_cpu_dev.standins.bodypart import random_state_dict, write_model_dir
 
-CT = REPO.parent / "shared" / "data" / "ct" / "abdomen_3mm.nii.gz"
+CT = REPO / "data" / "ct" / "abdomen_3mm.nii.gz"
 FLAG_KEYS = ("body part examined tag", "reverse z-ordering", "valid z-spacing")
 
 

@@ -24,7 +24,7 @@ from mhub_cpu.bodypart.preprocess import prepare_slices
 from mhub_cpu.core.errors import InputError
 from mhub_cpu_dev.standins.bodypart import random_state_dict, write_model_dir
 
-SHARED = REPO.parent / "shared" / "data"
+SHARED = REPO / "data"
 CT_DICOM = SHARED / "ct" / "abdomen_3mm_dicom"
 CT_NIFTI = SHARED / "ct" / "abdomen_3mm.nii.gz"
 

@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent
 
 #: (file in the engine, line appended, contract it breaks)
 PLANTED_IMPORTS = [
-    ("core/errors.py", "import mhub_cpu_dev.shared", "The engine never imports the development tools"),
+    ("core/errors.py", "import mhub_cpu_dev.data", "The engine never imports the development tools"),
     ("runtime/network.py", "import torch", "torch, MONAI and NNCF are imported by the conversion package only"),
     ("dicomio/volume.py", "from mhub_cpu.segment import job", "The engine's layers: each imports only the layers below it"),
     ("core/files.py", "from mhub_cpu.core import cache", "No import cycles between the modules of a package"),

@@ -13,7 +13,7 @@ import yaml
 from conftest import REPO
 from mhub_cpu_dev import compliance
 
-SCHEMAS = REPO.parent / "shared" / "data" / "mhub-schemas"
+SCHEMAS = REPO / "data" / "mhub-schemas"
 MODELS = sorted(p for p in (REPO / "models").iterdir() if (p / "config").is_dir())
 REFERENCE = REPO / "tests" / "mhub" / "mhub_reference"
 DOCKERFILES = [m / "dockerfiles" / "Dockerfile" for m in MODELS] + [REPO / "Dockerfile.base"]

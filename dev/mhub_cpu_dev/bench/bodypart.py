@@ -28,7 +28,7 @@ from scipy.ndimage import zoom
 from mhub_cpu.core.files import strict, write_atomic, write_json
 from mhub_cpu.core.progress import log, peak_rss_mb
 from mhub_cpu.runtime.precision import Compute, CpuCapabilities, Precision
-from mhub_cpu_dev.shared import SAMPLE_NIFTI
+from mhub_cpu_dev.data import SAMPLE_NIFTI
 
 SOURCE_CT = SAMPLE_NIFTI
 MODES = {

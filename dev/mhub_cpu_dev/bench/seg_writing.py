@@ -42,11 +42,11 @@ from mhub_cpu.dicomio.uids import resolve_uids
 from mhub_cpu.dicomio.validation import sort_and_validate
 from mhub_cpu.outputs.dicom_seg import SegmentationType, highdicom_segmentation, segment_number_map, write_dicom_seg
 from mhub_cpu_dev.bench.workloads import write_large_series
-from mhub_cpu_dev.shared import SAMPLE_NIFTI, SHARED_DATA
+from mhub_cpu_dev.data import CT, DATA, SAMPLE_NIFTI
 
 MODEL = "whole-body-3mm-v2.0.0"
-REFERENCE_LABELS = SHARED_DATA / "ct" / "abdomen_3mm_totalseg_labels.nii.gz"
-TOTALSEG_CLASSES = SHARED_DATA / "codes" / "totalsegmentator_total_v2_labels.json"
+REFERENCE_LABELS = CT / "abdomen_3mm_totalseg_labels.nii.gz"
+TOTALSEG_CLASSES = DATA / "codes" / "totalsegmentator_total_v2_labels.json"
 CONTENDERS = ("highdicom", "ours")
 
 

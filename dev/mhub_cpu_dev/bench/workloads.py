@@ -20,7 +20,7 @@ from pydicom.uid import generate_uid
 
 from mhub_cpu.core.progress import log
 from mhub_cpu.core.resources import demo_model_path
-from mhub_cpu_dev.shared import SAMPLE_DICOM, SAMPLE_NIFTI
+from mhub_cpu_dev.data import SAMPLE_DICOM, SAMPLE_NIFTI
 from mhub_cpu_dev.standins.auto3dseg import write_random_model
 
 
