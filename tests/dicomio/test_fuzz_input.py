@@ -28,10 +28,12 @@ from input_mutations import Mutation, mutations
 
 from conftest import CT_DICOM
 from mhub_cpu.cli import main
+from mhub_cpu_dev.standins.auto3dseg import write_tiny_model
 from mhub_cpu_dev.standins.bodypart import random_state_dict, write_model_dir
 
-#: The crop of the sample series every mutation starts from: 30 slices through liver and kidneys.
-SLICES = slice(40, 70)
+#: The crop of the sample series every mutation starts from: 12 slices through liver and kidneys
+#: (input handling is the point; the tiny stand-in model segments it in one 32³ window).
+SLICES = slice(48, 60)
 SEGMENT_OUTPUTS = {"segmentation.dcm", "segmentation.nii.gz", "preview.png", "report.json"}
 BODYPART_OUTPUTS = {"bpreg.json", "qa.json", "bpr_landmarks_sr.dcm", "bpr_regions_sr.dcm"}
 
@@ -98,12 +100,17 @@ def base_series() -> list[pydicom.Dataset]:
 
 
 @pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-standin-v0.1.0.zip")
+
+
+@pytest.fixture(scope="module")
 def bodypart_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_model_dir(tmp_path_factory.mktemp("bpr") / "model", random_state_dict(seed=3))
 
 
 def test_mutated_series_are_processed_or_refused_cleanly(
-    base_series: list[pydicom.Dataset], bodypart_model: Path, demo_model: Path, tmp_path: Path,
+    base_series: list[pydicom.Dataset], bodypart_model: Path, tiny_model: Path, tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     table: list[tuple[str, str, str, str]] = []
@@ -113,7 +120,7 @@ def test_mutated_series_are_processed_or_refused_cleanly(
         source = tmp_path / f"m{index:03d}" / "input"
         mutation.apply(copy.deepcopy(base_series), source)
         for command, extra in (
-            ("segment", ["--model", str(demo_model), "--windows", "whole"]),  # one window: input handling is tested here
+            ("segment", ["--model", str(tiny_model)]),
             ("bodypart", ["--model", str(bodypart_model)]),
         ):
             out = tmp_path / f"m{index:03d}" / command

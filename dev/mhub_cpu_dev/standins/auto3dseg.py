@@ -35,16 +35,31 @@ def _auto3dseg_config(outputs: int, resolution: float) -> dict:
 
 def write_random_model(path: Path, catalogue_model: str, extra_names: list[str], resolution: float, seed: int = 0) -> Path:
     """A model zip in the production format with fixed-seed random weights and catalogue labels."""
+    entry = find_entry(catalogue_model)
+    names = list(entry.segments) + extra_names
+    labels = [entry.label_defaults(Label(value, name, {})) for value, name in enumerate(names, start=1)]
+    return _write_zip(path, labels, _auto3dseg_config(len(labels) + 1, resolution), seed)
+
+
+def write_tiny_model(path: Path, seed: int = 0) -> Path:
+    """A tiny model in the production format, for tests where input handling, not the network, is
+    the point: SegResNetDS with 4 filters and 3 levels, a 32³ window at 6 mm, 3 abdominal labels.
+    It runs a window in milliseconds."""
+    entry = find_entry("abdominal-organs")
+    labels = [entry.label_defaults(Label(value, name, {})) for value, name in enumerate(list(entry.segments)[:3], start=1)]
+    config = _auto3dseg_config(len(labels) + 1, 6.0)
+    config["roi_size"] = [32, 32, 32]
+    config["network"].update(init_filters=4, blocks_down=[1, 1, 1], dsdepth=1)
+    return _write_zip(path, labels, config, seed)
+
+
+def _write_zip(path: Path, labels: list[Label], config: dict, seed: int) -> Path:
     if path.exists():
         return path
     import torch
 
     from mhub_cpu.convert.auto3dseg import network_from_config
 
-    entry = find_entry(catalogue_model)
-    names = list(entry.segments) + extra_names
-    labels = [entry.label_defaults(Label(value, name, {})) for value, name in enumerate(names, start=1)]
-    config = _auto3dseg_config(len(labels) + 1, resolution)
     torch.manual_seed(seed)
     network = network_from_config(config)
     buffer = io.BytesIO()
@@ -54,5 +69,5 @@ def write_random_model(path: Path, catalogue_model: str, extra_names: list[str],
         archive.writestr("model/labels.csv", format_labels_csv(labels))
         archive.writestr("model/model.pt", buffer.getvalue())
     path.with_suffix(".partial").replace(path)
-    log(f"wrote benchmark model {path} ({len(labels) + 1} outputs, {resolution} mm, seed {seed})")
+    log(f"wrote stand-in model {path} ({len(labels) + 1} outputs, {config['resample_resolution'][0]} mm, seed {seed})")
     return path
