@@ -6,8 +6,10 @@ although ``model.pt`` passes PyTorch's ``weights_only`` unpickler. Here the netw
 the architecture parameters of MONAI's ``SegResNetDS`` and ``SegResNet`` only, each type- and
 range-checked, and the values the engine reads from the rest of the config are checked the same
 way. Everything else a trainer may have saved (learning rates, paths, its own ``$`` expressions) is
-never read, so it is ignored; a nested ``_target_`` or an expression in the network is refused by name. ``--trust-model`` is the
-only way past these checks.
+never read, so it is ignored; a nested ``_target_`` or an expression in the network is refused by name.
+``--trust-model`` is the only way past the network's schema (MONAI's ConfigParser then builds it);
+the values inference reads (:func:`check_runtime_values`), the label count and the weights are
+checked either way.
 """
 
 from __future__ import annotations
@@ -76,7 +78,8 @@ def _ints(low: int, high: int, min_len: int, max_len: int) -> Check:
 
     def check(where: str, value: Any) -> tuple[int, ...]:
         if not isinstance(value, list | tuple) or not min_len <= len(value) <= max_len:
-            raise ModelError(f"{where}: {value!r} is not a list of {min_len} to {max_len} integers")
+            count = str(min_len) if min_len == max_len else f"{min_len} to {max_len}"
+            raise ModelError(f"{where}: {value!r} is not a list of {count} integers")
         return tuple(item(f"{where}[{i}]", v) for i, v in enumerate(value))
     return check
 
@@ -222,9 +225,45 @@ def network_spec(network: Any) -> NetworkSpec:
     return spec
 
 
+#: The config keys the engine reads besides the network (Auto3DSeg's SegResNet trainer writes them).
+RUNTIME_CHECKS: dict[str, Check] = {
+    "roi_size": _ints(1, 1024, 3, 3),
+    "resample_resolution": _optional(_numbers(0.01, 100.0, 3)),
+    "normalize_mode": _choice(NORMALIZE_MODES),
+    "intensity_bounds": _optional(_numbers(-1e5, 1e5, 2)),
+    "orientation_ras": _bool,
+    "crop_foreground": _bool,
+    "sigmoid": _bool,
+    "input_channels": _int(1, 16),
+    "output_classes": _int(2, 1024),
+}
+
+
+def check_runtime_values(config: Any, size_divisor: int | None = None, network: str = "the network") -> None:
+    """Type- and range-check the config values inference reads (:data:`RUNTIME_CHECKS`), and that
+    the window is a multiple of ``size_divisor``. Also done under ``--trust-model``: these values
+    are never evaluated, and a wrong one would fail deep in conversion or inference.
+
+    Raises:
+        ModelError: naming the first key whose value is refused.
+    """
+    if not isinstance(config, Mapping):
+        raise ModelError("the checkpoint's config is not a mapping")
+    for key, check in RUNTIME_CHECKS.items():
+        if key in config:
+            check(f"config.{key}", config[key])
+    bounds = config.get("intensity_bounds")
+    if bounds is not None and not float(bounds[0]) < float(bounds[1]):
+        raise ModelError(f"config.intensity_bounds: {list(bounds)} is not an increasing pair (low, high)")
+    roi = config.get("roi_size")
+    if roi is not None and size_divisor is not None and any(int(v) % size_divisor for v in roi):
+        raise ModelError(f"config.roi_size: {list(roi)} is not divisible by {size_divisor}, the size divisor of {network}")
+
+
 def check_config(config: Any, label_count: int | None = None) -> NetworkSpec:
     """Check the whole checkpoint config: the network (:func:`network_spec`), the inference settings
-    the engine reads, and that they agree with each other and with ``labels.csv``.
+    the engine reads (:func:`check_runtime_values`), and that they agree with each other and with
+    ``labels.csv``.
 
     Args:
         config: ``checkpoint["config"]``.
@@ -236,30 +275,19 @@ def check_config(config: Any, label_count: int | None = None) -> NetworkSpec:
     if not isinstance(config, Mapping):
         raise ModelError("the checkpoint's config is not a mapping")
     spec = network_spec(config.get("network"))
-    checks: dict[str, Check] = {
-        "roi_size": _ints(1, 1024, 3, 3),
-        "resample_resolution": _optional(_numbers(0.01, 100.0, 3)),
-        "normalize_mode": _choice(NORMALIZE_MODES),
-        "intensity_bounds": _optional(_numbers(-1e5, 1e5, 2)),
-        "orientation_ras": _bool,
-        "crop_foreground": _bool,
-        "sigmoid": _bool,
-        "input_channels": _int(1, 16),
-        "output_classes": _int(2, 1024),
-    }
-    for key, check in checks.items():
-        if key in config:
-            check(f"config.{key}", config[key])
-    roi = config.get("roi_size")
-    if roi is not None:
-        bad = [int(v) for v in roi if int(v) % spec.size_divisor]
-        if bad:
-            raise ModelError(f"config.roi_size: {list(roi)} is not divisible by {spec.size_divisor}, "
-                             f"the size divisor of a {spec.architecture} with {len(spec.kwargs.get('blocks_down', (1, 2, 2, 4)))} levels")
+    levels = len(spec.kwargs.get("blocks_down", (1, 2, 2, 4)))
+    check_runtime_values(config, spec.size_divisor, f"a {spec.architecture} with {levels} levels")
     classes = config.get("output_classes")
     if classes is not None and int(classes) != spec.out_channels:
         raise ModelError(f"config.output_classes: {classes}, but config.network.out_channels is {spec.out_channels}")
-    if label_count is not None and label_count + 1 != spec.out_channels:
-        raise ModelError(f"labels.csv has {label_count} labels, but the network has {spec.out_channels} outputs "
-                         f"(labels plus background: {label_count + 1} expected)")
+    if label_count is not None:
+        check_label_count(label_count, spec.out_channels)
     return spec
+
+
+def check_label_count(label_count: int, out_channels: int) -> None:
+    """The network outputs one channel per label of ``labels.csv`` plus background; anything else
+    would write labels for channels that mean something else, silently."""
+    if label_count + 1 != out_channels:
+        raise ModelError(f"labels.csv has {label_count} labels, but the network has {out_channels} outputs "
+                         f"(labels plus background: {label_count + 1} expected)")

@@ -15,6 +15,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from mhub_cpu.bodypart.model_schema import check_config, check_settings
+from mhub_cpu.bodypart.tables import postprocessing
+from mhub_cpu.core.archives import check_archive
 from mhub_cpu.core.cache import cache_dir, fetch, sha256_of
 from mhub_cpu.core.errors import DownloadError, ModelError
 from mhub_cpu.core.progress import log
@@ -72,41 +75,49 @@ class ModelDir:
 def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
+    except RecursionError:  # nested deeper than Python's parser goes
+        raise ModelError(f"cannot read {path}: JSON nested too deeply") from None
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot read {path}: {exc}") from exc
 
 
 def read_settings(path: Path) -> BpregSettings:
-    """Parse ``inference-settings.json`` (keys as written by bpreg's InferenceSettingsStorage)."""
-    raw = _read_json(path)
-    try:
-        tables = raw["lookuptable_train_val"]
-        settings = BpregSettings(
-            lookuptable_original=tables["original"],
-            lookuptable=tables["transformed"],
-            start_landmark=raw["settings"]["start-landmark"],
-            end_landmark=raw["settings"]["end-landmark"],
-            slope_mean=float(raw["slope_mean"]),
-            tangential_slope_min=float(raw["lower_quantile_tangential_slope"]),
-            tangential_slope_max=float(raw["upper_quantile_tangential_slope"]),
-        )
-        span = settings.transform_max - settings.transform_min
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"{path} is not a bpreg inference-settings.json: missing or bad {exc}") from exc
+    """Parse ``inference-settings.json`` (keys as written by bpreg's InferenceSettingsStorage),
+    checked against its closed schema (:func:`mhub_cpu.bodypart.model_schema.check_settings`)."""
+    raw = check_settings(_read_json(path), needed_landmarks(), source=str(path))
+    tables = raw["lookuptable_train_val"]
+    settings = BpregSettings(
+        lookuptable_original=tables["original"],
+        lookuptable=tables["transformed"],
+        start_landmark=raw["settings"]["start-landmark"],
+        end_landmark=raw["settings"]["end-landmark"],
+        slope_mean=raw["slope_mean"],
+        tangential_slope_min=raw["lower_quantile_tangential_slope"],
+        tangential_slope_max=raw["upper_quantile_tangential_slope"],
+    )
+    span = settings.transform_max - settings.transform_min
     if not math.isfinite(span) or span == 0:
         raise ModelError(f"{path}: start and end landmark have the same mean score; cannot scale to 0..100")
     return settings
 
 
+def needed_landmarks() -> set[str]:
+    """The landmarks post-processing looks up by name: those of bpreg's body-part tables."""
+    table = postprocessing()
+    names = {name for pair in table["body_parts"].values() for name in pair}
+    names |= {name for group in table["body_parts_included"].values() for name in group}
+    names |= {name for pair in table["distinct_body_parts"].values() for name in pair}
+    return {name for name in names if name is not None}
+
+
 def open_model_dir(path: Path) -> ModelDir:
-    """Check that ``path`` holds the three bpreg model files and read the two JSON files."""
+    """Check that ``path`` holds the three bpreg model files and read the two JSON files, each
+    against its closed schema (:mod:`mhub_cpu.bodypart.model_schema`)."""
     path = Path(path)
     missing = [name for name in MODEL_FILES if not (path / name).is_file()]
     if missing:
         raise ModelError(f"model directory {path} lacks {', '.join(missing)} (expected {', '.join(MODEL_FILES)})")
-    config = _read_json(path / "config.json")
-    if config.get("base_model", "vgg") != "vgg":
-        raise ModelError(f"{path}/config.json: base_model {config.get('base_model')!r} is not supported (only 'vgg')")
+    config = check_config(_read_json(path / "config.json"), source=str(path / "config.json"))
     return ModelDir(path=path, config=config, settings=read_settings(path / "inference-settings.json"))
 
 
@@ -126,6 +137,7 @@ def download_model(url: str = PUBLIC_MODEL_URL, expected_sha256: str | None = No
         tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))
         try:
             with zipfile.ZipFile(archive) as zf:
+                check_archive(zf, archive)
                 zf.extractall(tmp)
             tmp.rename(target)
         except zipfile.BadZipFile as exc:

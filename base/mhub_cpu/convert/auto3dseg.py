@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mhub_cpu.auto3dseg.bundle import ModelBundle
-from mhub_cpu.auto3dseg.network_schema import check_config, network_spec
+from mhub_cpu.auto3dseg.network_schema import check_config, check_label_count, check_runtime_values, network_spec
 from mhub_cpu.convert.checkpoint import load_checkpoint
 from mhub_cpu.convert.ir_cache import IR_XML, cache_key, cached_ir
 from mhub_cpu.core.errors import ModelError
@@ -69,16 +69,23 @@ def network_from_config(config: dict[str, Any], trust: bool = False) -> Any:
 
 
 def _network_by_config_parser(config: dict[str, Any]) -> Any:
+    import torch
     from monai.bundle import ConfigParser
 
-    log("warning: --trust-model: the network config is parsed by MONAI's ConfigParser, which runs what it names")
-    network_config = json.loads(json.dumps(config["network"]))
-    if str(network_config.get("norm", "")).upper() == "INSTANCE_NVFUSER":
-        network_config["norm"] = "INSTANCE"
+    log("warning: --trust-model: the network config is parsed by MONAI's ConfigParser, which runs what it names "
+        "(the closed schema of its parameters is skipped)")
+    if not isinstance(config.get("network"), dict):
+        raise ModelError("config.network: the checkpoint config has no network description")
     try:
-        return ConfigParser(network_config).get_parsed_content()
+        network_config = json.loads(json.dumps(config["network"]))
+        if str(network_config.get("norm", "")).upper() == "INSTANCE_NVFUSER":
+            network_config["norm"] = "INSTANCE"
+        network = ConfigParser(network_config).get_parsed_content()
     except Exception as exc:
         raise ModelError(f"cannot build the network from the checkpoint config: {exc}") from exc
+    if not isinstance(network, torch.nn.Module):
+        raise ModelError(f"config.network built a {type(network).__name__}, not a network")
+    return network
 
 
 def check_weights(state_dict: dict[str, Any]) -> None:
@@ -86,6 +93,8 @@ def check_weights(state_dict: dict[str, Any]) -> None:
     would find nothing, and the user would be told that the image holds no structures)."""
     import torch
 
+    if not isinstance(state_dict, dict):
+        raise ModelError(f"the checkpoint's state_dict is a {type(state_dict).__name__}, not a mapping of tensors")
     for name, tensor in state_dict.items():
         if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
@@ -96,6 +105,15 @@ def size_divisor(config: dict[str, Any]) -> int:
     """Input sizes must be multiples of this: SegResNet(DS) halves the resolution
     ``len(blocks_down) − 1`` times."""
     return 2 ** (len(config["network"].get("blocks_down", [1, 2, 2, 4])) - 1)
+
+
+def network_size_divisor(network: Any, config: dict[str, Any]) -> int:
+    """:func:`size_divisor` of the built network (its ``blocks_down``), which under ``--trust-model``
+    need not be what the config's text says."""
+    blocks = getattr(network, "blocks_down", None)
+    if isinstance(blocks, list | tuple) and blocks:
+        return int(2 ** (len(blocks) - 1))
+    return size_divisor(config)
 
 
 def check_supported(config: dict[str, Any]) -> None:
@@ -115,8 +133,9 @@ def check_supported(config: dict[str, Any]) -> None:
         raise ModelError("checkpoint config lacks roi_size or normalize_mode")
 
 
-def runtime_config(config: dict[str, Any], output_classes: int) -> dict[str, Any]:
-    """The subset of the checkpoint config used at inference, with Auto3DSeg's defaults filled in."""
+def runtime_config(config: dict[str, Any], output_classes: int, divisor: int | None = None) -> dict[str, Any]:
+    """The subset of the checkpoint config used at inference, with Auto3DSeg's defaults filled in
+    (``divisor``: the network's size divisor, else :func:`size_divisor` of the config)."""
     check_supported(config)
     runtime = {key: config[key] for key in RUNTIME_KEYS if key in config}
     runtime.setdefault("crop_foreground", True)
@@ -126,8 +145,10 @@ def runtime_config(config: dict[str, Any], output_classes: int) -> dict[str, Any
     runtime.setdefault("intensity_bounds", None)
     runtime.setdefault("resample_resolution", None)
     runtime["output_classes"] = output_classes
-    runtime["size_divisor"] = size_divisor(config)
-    runtime["init_filters"] = int(config["network"].get("init_filters", 32))  # for the memory model
+    runtime["size_divisor"] = divisor if divisor is not None else size_divisor(config)
+    network = config.get("network")
+    filters = network.get("init_filters", 32) if isinstance(network, dict) else 32
+    runtime["init_filters"] = filters if isinstance(filters, int) and not isinstance(filters, bool) else 32  # for the memory model
     runtime["roi_size"] = [int(v) for v in runtime["roi_size"]]
     return runtime
 
@@ -164,25 +185,31 @@ def convert_bundle(
 
         log(f"converting {bundle.model_id} to OpenVINO IR ({ir}); done once, then cached")
         config, state_dict = load_checkpoint(bundle.checkpoint_bytes, trust=trust_model)
-        if not trust_model:
+        if trust_model:  # the network is ConfigParser's; the values inference reads are still checked
+            check_runtime_values(config)
+        else:
             check_config(config, label_count=len(bundle.labels))
         check_supported(config)
         check_weights(state_dict)
         network = network_from_config(config, trust=trust_model)
+        divisor = network_size_divisor(network, config)
+        if trust_model:
+            check_runtime_values(config, divisor)
         try:
             network.load_state_dict(state_dict, strict=True)
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError, AttributeError) as exc:
             raise ModelError(f"state_dict does not match the network of the config: {exc}") from exc
         network.eval()
         roi = [int(v) for v in config["roi_size"]]
         # Trace on a small input: the network is fully convolutional, and `input=` fixes the IR's
         # static shape to the model window. Tracing at full window size needs several GB (118-class
         # whole-body models were killed for memory on a 24 GB machine).
-        example = torch.zeros(1, 1, *[2 * size_divisor(config)] * 3)
+        example = torch.zeros(1, 1, *[2 * divisor] * 3)
         with torch.no_grad():
             output_classes = int(network(example).shape[1])
+            check_label_count(len(bundle.labels), output_classes)  # what the built network does, also when trusted
             ov_model = ov.convert_model(network, example_input=example, input=[(1, 1, *roi)])
-        runtime = runtime_config(config, output_classes)
+        runtime = runtime_config(config, output_classes, divisor)
         if quantizer is not None and ir is IrFormat.INT8:
             ov_model = quantizer(ov_model, runtime)
         ov.save_model(ov_model, staging / IR_XML, compress_to_fp16=(ir is IrFormat.FP16))

@@ -33,7 +33,8 @@ def convert_bodypart(weights: Path, fingerprint: str) -> Path:
         fingerprint: Identifies the model (weights and config) in the cache.
 
     Raises:
-        ModelError: torch is missing, or the file is not a state_dict of bpreg's network.
+        ModelError: torch is missing, the file is not a state_dict of bpreg's network, holds more than
+            tensors, or holds NaN or infinite weights (:func:`~mhub_cpu.convert.bodypart_network.load_network`).
     """
 
     def build(staging: Path) -> None:
@@ -47,8 +48,9 @@ def convert_bodypart(weights: Path, fingerprint: str) -> Path:
         log(f"converting {weights} to OpenVINO IR (once)")
         try:
             net = load_network(str(weights))
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise ModelError(f"{weights} is not a bpreg state_dict matching the VGG16 network: {exc}") from exc
+        except (RuntimeError, OSError, ValueError, EOFError) as exc:  # torch.load and load_state_dict's errors
+            detail = " ".join(str(exc).split())[:300]
+            raise ModelError(f"{weights} is not a bpreg state_dict matching the VGG16 network: {detail}") from exc
         with torch.no_grad():
             ov_model = ov.convert_model(net, example_input=torch.zeros(1, 1, SIZE, SIZE), input=[(-1, 1, SIZE, SIZE)])
         ov.save_model(ov_model, staging / IR_XML, compress_to_fp16=False)

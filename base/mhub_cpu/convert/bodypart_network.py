@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mhub_cpu.core.errors import ModelError
+
 # VGG16 configuration "D": channels per 3x3 convolution, "M" for 2x2 max pooling.
 VGG16_LAYOUT: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
@@ -46,8 +48,29 @@ class BodyPartRegressionNet(nn.Module):
 
 
 def load_network(weights_path: str) -> BodyPartRegressionNet:
-    """Build the network and load bpreg's ``model.pt`` state_dict strictly (every key must match)."""
+    """Build the network and load bpreg's ``model.pt`` state_dict strictly (every key must match).
+
+    The file is unpickled with PyTorch's restricted unpickler (tensors and plain containers only).
+
+    Raises:
+        ModelError: the file is not a state_dict of tensors, or a tensor holds NaN or infinite
+            values (named: such weights would score every slice NaN, and the QA would blame the CT).
+        RuntimeError: the keys or shapes do not match the network.
+    """
+    import pickle
+
     net = BodyPartRegressionNet()
-    state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"{weights_path} holds more than tensors, and unpickling it could run code from the file, "
+                         f"so it is refused: {' '.join(str(exc).split())[:200]}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"{weights_path} is not a state_dict (a mapping of tensor names to tensors)")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(f"{weights_path}: the weights are broken: {name} holds {bad} NaN or infinite values "
+                             f"of {tensor.numel()}")
     net.load_state_dict(state, strict=True)
     return net.eval()
