@@ -15,6 +15,7 @@ from pathlib import Path
 
 from mhub_cpu.auto3dseg.catalog import CatalogEntry, complete_label, find_entry
 from mhub_cpu.auto3dseg.labels import Label, parse_labels_csv
+from mhub_cpu.core.archives import check_archive
 from mhub_cpu.core.cache import cache_dir, fetch, sha256_of
 from mhub_cpu.core.errors import ModelError
 from mhub_cpu.core.progress import log
@@ -54,6 +55,7 @@ def _read_members(path: Path) -> tuple[bytes, bytes]:
         return found[0].read_bytes(), checkpoint.read_bytes()
     try:
         with zipfile.ZipFile(path) as archive:
+            check_archive(archive, path)
             names = archive.namelist()
             labels_names = sorted(n for n in names if n.rsplit("/", 1)[-1] == "labels.csv")
             if not labels_names:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import psutil
 from nibabel.openers import ImageOpener, gzip_open
 
 from mhub_cpu.core.errors import InputError
@@ -41,13 +42,60 @@ def load_nifti(path: Path | str) -> nib.Nifti1Image:
     return image
 
 
+#: Bytes read from a ``.nii.gz`` at a time: the voxel buffer grows with the data really there, so a
+#: header that claims gigabytes over a short payload costs only the payload.
+CHUNK_BYTES = 64 << 20
+
+
+def input_limit_bytes() -> int:
+    """The largest voxel array an input may declare: a quarter of the memory available now (the
+    pipeline holds a float copy and the model grid beside it)."""
+    return psutil.virtual_memory().available // 4
+
+
 def unscaled_array(image: nib.Nifti1Image) -> tuple[np.ndarray, float, float]:
     """The stored voxel array in its on-disk type, with the header's slope and intercept.
 
-    Uncompressed files are memory-mapped, so slicing reads only what is used; a ``.nii.gz`` is
-    decompressed once, in its stored type (e.g. int16), never as a scaled float64 copy.
+    The size the header declares is checked before anything is allocated. Uncompressed files are
+    memory-mapped, so slicing reads only what is used; a ``.nii.gz`` is decompressed once, in its
+    stored type (e.g. int16), in chunks, never as a scaled float64 copy.
+
+    Raises:
+        InputError: the header declares more than :func:`input_limit_bytes`, or the file holds
+            fewer voxel bytes than its header declares.
     """
     proxy = image.dataobj
+    path = Path(image.get_filename() or "")
+    dtype = image.header.get_data_dtype()
+    declared = int(np.prod(image.shape, dtype=np.int64)) * dtype.itemsize
+    limit = input_limit_bytes()
+    if declared > limit:
+        shape = "x".join(str(n) for n in image.shape)
+        raise InputError(f"{path.name}: its header declares {shape} voxels of {dtype.name} ({declared / (1 << 30):.1f} GiB), "
+                         f"more than the {limit / (1 << 30):.1f} GiB this machine can hold for an input")
+    offset = int(getattr(proxy, "offset", 0))
+    if path.suffix == ".gz":
+        return _read_gzip_voxels(path, offset, declared, dtype, image.shape), float(proxy.slope), float(proxy.inter)  # type: ignore[attr-defined]
+    if path.is_file() and path.stat().st_size < offset + declared:
+        raise InputError(f"{path.name} holds {max(path.stat().st_size - offset, 0)} bytes of voxel data; its header declares {declared}")
     if hasattr(proxy, "get_unscaled"):
         return np.asanyarray(proxy.get_unscaled()), float(proxy.slope), float(proxy.inter)  # type: ignore[attr-defined]
     return np.asanyarray(proxy), 1.0, 0.0
+
+
+def _read_gzip_voxels(path: Path, offset: int, declared: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """Decompress the voxel bytes of a ``.nii.gz`` in chunks, refusing a payload shorter than declared."""
+    buffer = bytearray()
+    try:
+        with _open_gzip(str(path)) as stream:
+            stream.read(offset)
+            while len(buffer) < declared:
+                chunk = stream.read(min(CHUNK_BYTES, declared - len(buffer)))
+                if not chunk:
+                    break
+                buffer += chunk
+    except (OSError, EOFError, ValueError) as exc:
+        raise InputError(f"{path.name} cannot be decompressed: {exc}") from exc
+    if len(buffer) < declared:
+        raise InputError(f"{path.name} holds {len(buffer)} bytes of voxel data; its header declares {declared}")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order="F")
