@@ -11,6 +11,7 @@ started with ``--resources memory=MIB``.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -25,6 +26,7 @@ from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from mhub_cpu.core.errors import InputError
+from mhub_cpu.core.progress import log
 
 #: OpenVINO threads per worker at most: beyond 4 a CT window gains little, another worker more.
 MAX_THREADS = 4
@@ -34,12 +36,26 @@ MEMORY_RESOURCE = "memory"
 
 @dataclass(frozen=True)
 class ClusterOptions:
-    """The batch's cluster options (``--workers``, ``--threads-per-worker``, ``--scheduler``, ``--retries``)."""
+    """The batch's cluster options (``--workers``, ``--threads-per-worker``, ``--scheduler``, ``--retries``,
+    ``--dashboard``)."""
 
     workers: int | None = None
     threads_per_worker: int | None = None
     scheduler: str | None = None
     retries: int = 2
+    #: Address of the local cluster's dashboard; ``None``: no dashboard (it shows task names, worker
+    #: logs and paths to whoever can reach it, so it is off unless asked for).
+    dashboard: str | None = None
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a ``[scheme://]host[:port]`` address names this machine only (127.0.0.0/8, ::1, localhost)."""
+    host = address.split("://", 1)[-1]
+    host = host[1:host.index("]")] if host.startswith("[") else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @dataclass(frozen=True)
@@ -128,6 +144,9 @@ def open_cluster(options: ClusterOptions, budget_mb: float) -> Iterator[tuple[Cl
         logging.getLogger(name).setLevel(quiet)
     with dask.config.set(_dask_settings(options.retries)):
         if options.scheduler:
+            if options.scheduler.startswith("tcp://") and not is_loopback(options.scheduler):
+                log(f"warning: {options.scheduler} is a plain tcp:// address on the network: the cluster's traffic "
+                    "(inputs' paths, results, logs) is neither encrypted nor authenticated; use a tls:// scheduler")
             try:
                 client = Client(options.scheduler, timeout="30s")
             except OSError as exc:
@@ -148,8 +167,13 @@ def open_cluster(options: ClusterOptions, budget_mb: float) -> Iterator[tuple[Cl
         plan = plan_workers(cores, available, budget_mb, options.workers, options.threads_per_worker)
         cluster = LocalCluster(
             n_workers=plan.workers, threads_per_worker=1, processes=True, memory_limit=f"{plan.memory_mb}MiB",
-            resources={MEMORY_RESOURCE: plan.memory_mb}, dashboard_address=":0", silence_logs=quiet,
+            resources={MEMORY_RESOURCE: plan.memory_mb}, dashboard_address=options.dashboard, silence_logs=quiet,
         )
+        if options.dashboard is not None:
+            if not is_loopback(options.dashboard):
+                log(f"warning: the dashboard listens on {options.dashboard}, beyond this machine: it shows task names, "
+                    "worker logs and paths to whoever can reach it")
+            log(f"Dask dashboard: {cluster.dashboard_link}")
         try:
             client = Client(cluster)
             try:

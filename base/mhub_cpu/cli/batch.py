@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from mhub_cpu.batch.jobs import BatchJob
 
 
+#: ``--dashboard`` without an address: loopback, a free port.
+LOOPBACK_DASHBOARD = "127.0.0.1:0"
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``batch`` with its two jobs, ``segment`` and ``bodypart`` (the single-series commands' options)."""
     parser = subparsers.add_parser(
@@ -59,6 +62,9 @@ def _add_batch_options(parser: argparse.ArgumentParser, memory_note: str) -> Non
     parser.add_argument("--scheduler", metavar="ADDRESS",
                         help="address of an existing Dask scheduler (e.g. tcp://host:8786) whose workers offer the 'memory' "
                         "resource (--resources memory=MIB); default: a local cluster on this machine")
+    parser.add_argument("--dashboard", nargs="?", const=LOOPBACK_DASHBOARD, metavar="ADDRESS",
+                        help="serve the local cluster's Dask dashboard (task names, worker logs, paths) at ADDRESS "
+                        f"(default without ADDRESS: {LOOPBACK_DASHBOARD}, this machine only, a free port); off unless given")
     parser.add_argument("--retries", type=int, default=2, metavar="N",
                         help="times a series is run again after its worker died (killed, out of memory) (default 2; a local cluster only)")
     parser.add_argument("--force", action="store_true", help="run every series again, also those complete from an earlier run")
@@ -97,7 +103,7 @@ def _run(args: argparse.Namespace, job: BatchJob) -> int:
     from mhub_cpu.batch.runner import BatchRequest, run_batch
     from mhub_cpu.core.progress import log
 
-    cluster = ClusterOptions(args.workers, args.threads_per_worker, args.scheduler, args.retries)
+    cluster = ClusterOptions(args.workers, args.threads_per_worker, args.scheduler, args.retries, args.dashboard)
     summary = run_batch(BatchRequest(tuple(args.input), args.output, job, cluster, args.force))
     counts = {status: summary.count(status) for status in Status}
     log("batch finished: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
