@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 MHUB_VENV := .venv-mhub
 MHUB_VENDOR := vendor/mhub
 
-.PHONY: demo test test-signals check docs test-emulated-cpu images test-images test-browser bench bench-bodypart bench-seg bench-batch venv clean
+.PHONY: demo test test-slow test-signals check docs test-emulated-cpu images test-images test-browser bench bench-bodypart bench-seg bench-batch venv clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/mhub-cpu segment --input data/ct/abdomen_3mm_dicom --output output/demo
 
-# Static checks first (lint, types, the layering contracts in pyproject.toml), then every test.
+# Static checks first (lint, types, the layering contracts in pyproject.toml, the docs), then the suite
+# without the long end-to-end tier, which is `make test-slow`.
 test: check
 	$(PY) -m pytest
+
+# The long end-to-end tier: MHub workflows through mhub-run, batch runs on Dask, the Slicer route,
+# agreement with the MONAI reference pipeline, verify.
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow
 
 # The tests that send signals, started as a background job of a non-interactive shell, as CI systems and
 # nohup start them: SIGINT arrives ignored (checked first), and the tests must still pass.
@@ -37,7 +43,7 @@ SIGNAL_TESTS := tests/batch/test_batch_runs.py tests/core/test_outputs_atomic.py
 test-signals: $(STAMP)
 	bash -c '$(PY) -c "import signal, sys; sys.exit(signal.getsignal(signal.SIGINT) is not signal.SIG_IGN)" & wait $$!' \
 		|| { echo "test-signals: a background job here does not start with SIGINT ignored"; exit 1; }
-	bash -c '$(PY) -m pytest -p no:cacheprovider -q -k "ctrl_c or signal" $(SIGNAL_TESTS) < /dev/null & wait $$!'
+	bash -c '$(PY) -m pytest -p no:cacheprovider -q -m "slow or not slow" -k "ctrl_c or signal" $(SIGNAL_TESTS) < /dev/null & wait $$!'
 
 check: $(STAMP)
 	$(VENV)/bin/ruff check base dev tests models scripts demo
