@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 import subprocess
 import sys
@@ -90,3 +91,77 @@ def test_a_plain_tcp_scheduler_on_the_network_is_warned_about(small_collection: 
     assert result.returncode != 0
     assert "warning: tcp://192.0.2.1:8786 is a plain tcp:// address on the network" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("mhub-cpu: error: cannot connect to the Dask scheduler at tcp://192.0.2.1:8786")
+
+
+def make_tls_files(root: Path) -> dict[str, Path]:
+    """A self-signed CA and one certificate for 127.0.0.1 signed by it (scheduler, workers and client
+    share it, as Dask's TLS guide does), made with the openssl command line."""
+    root.mkdir(parents=True, exist_ok=True)
+    files = {name: root / f"{name}.pem" for name in ("ca", "ca-key", "cert", "key")}
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=mhub-cpu test CA",
+            "-keyout", str(files["ca-key"]), "-out", str(files["ca"]))
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", str(files["key"]), "-out", str(root / "req.pem"))
+    (root / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+    openssl("x509", "-req", "-in", str(root / "req.pem"), "-CA", str(files["ca"]), "-CAkey", str(files["ca-key"]),
+            "-CAcreateserial", "-days", "2", "-extfile", str(root / "ext.cnf"), "-out", str(files["cert"]))
+    return files
+
+
+def test_a_tls_scheduler_runs_a_batch_and_refuses_a_client_without_the_ca(small_collection: tuple[Path, Path], tmp_path: Path) -> None:
+    collection, model = small_collection
+    tls = make_tls_files(tmp_path / "tls")
+    options = ["--tls-ca-file", str(tls["ca"]), "--tls-cert", str(tls["cert"]), "--tls-key", str(tls["key"])]
+    dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = childproc.popen([*dask, "--protocol", "tls", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                 "--scheduler-file", str(scheduler_file), *options],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        assert address.startswith("tls://127.0.0.1:"), address
+        worker = childproc.popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1", "--nthreads", "1",
+                                  "--resources", "memory=4000", "--no-dashboard", "--protocol", "tls", "--host", "127.0.0.1", *options],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        command = [sys.executable, "-m", "mhub_cpu.cli", "batch", "segment", "--input", str(collection), "--model", str(model),
+                   "--scheduler", address, "--max-memory", "2000"]
+        result = None
+        for _ in range(30):  # until the worker has joined
+            result = subprocess.run([*command, "--output", str(tmp_path / "out"), *options], capture_output=True, text=True,
+                                    timeout=300, stdin=subprocess.DEVNULL)
+            if "no worker of the Dask cluster" not in result.stderr:
+                break
+            time.sleep(1)
+        assert result is not None and result.returncode == 0, result.stderr if result else ""
+        assert "plain tcp://" not in result.stderr
+        assert len(list((tmp_path / "out").rglob("segmentation.dcm"))) == 1
+
+        refused = subprocess.run([*command, "--output", str(tmp_path / "refused")], capture_output=True, text=True, timeout=120,
+                                 stdin=subprocess.DEVNULL)  # no CA, no certificate: the handshake fails
+        assert refused.returncode != 0
+        assert refused.stderr.strip().splitlines()[-1].startswith(f"mhub-cpu: error: cannot connect to the Dask scheduler at {address}")
+        assert "Traceback" not in refused.stderr and not list((tmp_path / "refused").rglob("segmentation.dcm"))
+    finally:
+        for child in (worker, scheduler):
+            if child is not None and child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+
+
+def test_tls_options_without_a_tls_scheduler_are_refused(small_collection: tuple[Path, Path], tmp_path: Path) -> None:
+    collection, model = small_collection
+    result = subprocess.run([sys.executable, "-m", "mhub_cpu.cli", "batch", "segment", "--input", str(collection), "--output",
+                             str(tmp_path / "out"), "--model", str(model), "--tls-ca-file", str(tmp_path / "ca.pem")],
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "mhub-cpu: error: --tls-ca-file: only for a tls:// scheduler (--scheduler tls://HOST:PORT)"

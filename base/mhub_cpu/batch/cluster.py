@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import signal
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import dask
 import psutil
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.security import Security
 
 from mhub_cpu.core.errors import InputError
 from mhub_cpu.core.progress import log
@@ -46,6 +48,32 @@ class ClusterOptions:
     #: Address of the local cluster's dashboard; ``None``: no dashboard (it shows task names, worker
     #: logs and paths to whoever can reach it, so it is off unless asked for).
     dashboard: str | None = None
+    #: A ``tls://`` scheduler's CA certificate, this client's certificate and key (PEM files); each
+    #: ``None``: as Dask's configuration says (``distributed.comm.tls.*``).
+    tls_ca_file: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+def security(options: ClusterOptions) -> Security | None:
+    """Dask's :class:`Security` for a ``tls://`` scheduler (encryption required), else ``None``.
+
+    Files given as options override Dask's configuration; each must be a readable file.
+
+    Raises:
+        InputError: a TLS option without a ``tls://`` scheduler, or a file that cannot be read.
+    """
+    given = {"--tls-ca-file": options.tls_ca_file, "--tls-cert": options.tls_cert, "--tls-key": options.tls_key}
+    if not (options.scheduler or "").startswith("tls://"):
+        if any(given.values()):
+            raise InputError(f"{', '.join(k for k, v in given.items() if v)}: only for a tls:// scheduler (--scheduler tls://HOST:PORT)")
+        return None
+    for option, path in given.items():
+        if path is not None and not os.access(path, os.R_OK):
+            raise InputError(f"{option} {path}: cannot read the file")
+    overrides = {k: v for k, v in {"tls_ca_file": options.tls_ca_file, "tls_client_cert": options.tls_cert,
+                                   "tls_client_key": options.tls_key}.items() if v is not None}
+    return Security(require_encryption=True, **overrides)
 
 
 def is_loopback(address: str) -> bool:
@@ -139,6 +167,7 @@ def open_cluster(options: ClusterOptions, budget_mb: float) -> Iterator[tuple[Cl
         InputError: an impossible worker plan, an unreachable scheduler, or a cluster none of whose
             workers offers ``budget_mb`` of the ``memory`` resource.
     """
+    tls = security(options)  # refuses TLS options without a tls:// scheduler, and unreadable files
     quiet = logging.CRITICAL if not os.environ.get("MHUB_CPU_DEBUG") else logging.WARNING
     for name in ("distributed", "tornado", "asyncio"):
         logging.getLogger(name).setLevel(quiet)
@@ -148,9 +177,9 @@ def open_cluster(options: ClusterOptions, budget_mb: float) -> Iterator[tuple[Cl
                 log(f"warning: {options.scheduler} is a plain tcp:// address on the network: the cluster's traffic "
                     "(inputs' paths, results, logs) is neither encrypted nor authenticated; use a tls:// scheduler")
             try:
-                client = Client(options.scheduler, timeout="30s")
-            except OSError as exc:
-                raise InputError(f"cannot connect to the Dask scheduler at {options.scheduler}: {exc}") from exc
+                client = Client(options.scheduler, timeout="30s", security=tls)
+            except (OSError, ssl.SSLError, ValueError, TypeError) as exc:
+                raise InputError(f"cannot connect to the Dask scheduler at {options.scheduler}: {' '.join(str(exc).split())}") from exc
             try:
                 offered = [w.get("resources", {}).get(MEMORY_RESOURCE, 0) for w in client.scheduler_info()["workers"].values()]
                 if not any(memory >= budget_mb for memory in offered):

@@ -60,8 +60,12 @@ def _add_batch_options(parser: argparse.ArgumentParser, memory_note: str) -> Non
     parser.add_argument("--threads-per-worker", type=int, metavar="N", help="OpenVINO threads of each worker (default: cores / workers, at most 4)")
     parser.add_argument("--max-memory", dest="max_memory_mb", type=float, metavar="MIB", help=f"memory budget in MiB of one series; {memory_note}")
     parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="address of an existing Dask scheduler (e.g. tcp://host:8786) whose workers offer the 'memory' "
+                        help="address of an existing Dask scheduler (e.g. tls://host:8786, or tcp:// on this machine) whose workers offer the 'memory' "
                         "resource (--resources memory=MIB); default: a local cluster on this machine")
+    parser.add_argument("--tls-ca-file", metavar="PEM", help="a tls:// scheduler: the CA certificate that signed the cluster's "
+                        "certificates (default: Dask's configuration, distributed.comm.tls.ca-file)")
+    parser.add_argument("--tls-cert", metavar="PEM", help="a tls:// scheduler: this client's certificate (default: Dask's configuration)")
+    parser.add_argument("--tls-key", metavar="PEM", help="a tls:// scheduler: this client's private key (default: Dask's configuration)")
     parser.add_argument("--dashboard", nargs="?", const=LOOPBACK_DASHBOARD, metavar="ADDRESS",
                         help="serve the local cluster's Dask dashboard (task names, worker logs, paths) at ADDRESS "
                         f"(default without ADDRESS: {LOOPBACK_DASHBOARD}, this machine only, a free port); off unless given")
@@ -103,7 +107,8 @@ def _run(args: argparse.Namespace, job: BatchJob) -> int:
     from mhub_cpu.batch.runner import BatchRequest, run_batch
     from mhub_cpu.core.progress import log
 
-    cluster = ClusterOptions(args.workers, args.threads_per_worker, args.scheduler, args.retries, args.dashboard)
+    cluster = ClusterOptions(args.workers, args.threads_per_worker, args.scheduler, args.retries, args.dashboard,
+                             args.tls_ca_file, args.tls_cert, args.tls_key)
     summary = run_batch(BatchRequest(tuple(args.input), args.output, job, cluster, args.force))
     counts = {status: summary.count(status) for status in Status}
     log("batch finished: " + ", ".join(f"{n} {status}" for status, n in counts.items() if n))
