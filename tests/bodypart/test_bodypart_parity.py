@@ -128,7 +128,13 @@ def stored_as(path: Path, target: Path, order: tuple[int, int, int], flip: tuple
 BPREG_ORDERS = [((1, 0, 2), ()), ((0, 2, 1), ()), ((0, 2, 1), (1, 2)), ((1, 0, 2), (2,)), ((2, 1, 0), (0, 2))]
 
 
-@pytest.mark.parametrize("order,flip", BPREG_ORDERS)
+def first_fast(cases: list[tuple]) -> list:
+    """``make test`` runs the first case of an axis-order family (about 20 s each, bpreg beside us);
+    ``make test-slow`` the others."""
+    return [cases[0], *(pytest.param(*case, marks=pytest.mark.slow) for case in cases[1:])]
+
+
+@pytest.mark.parametrize("order,flip", first_fast(BPREG_ORDERS))
 def test_other_axis_orders_match_bpreg(both, tmp_path, order, flip):
     """bodypart accepts what bpreg accepts: volumes stored in another axis order, same scores as bpreg."""
     InferenceModel = import_inference_model()
@@ -150,7 +156,7 @@ def test_other_axis_orders_match_bpreg(both, tmp_path, order, flip):
     assert ours["reverse z-ordering"] == expected["reverse z-ordering"]
 
 
-@pytest.mark.parametrize("order,flip", [((1, 2, 0), ()), ((2, 0, 1), ()), ((2, 0, 1), (0,)), ((1, 2, 0), (1, 2))])
+@pytest.mark.parametrize("order,flip", first_fast([((1, 2, 0), ()), ((2, 0, 1), ()), ((2, 0, 1), (0,)), ((1, 2, 0), (1, 2))]))
 def test_three_cycle_orders_score_like_the_axial_original(both, tmp_path, order, flip):
     """PIR/ILA-like storage: bpreg's flip test reads another axis there (see bodypart/preprocess.py);
     ours scores the volume as the axial-stored volume with the same axis directions, slice for slice."""
