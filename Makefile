@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 MHUB_VENV := .venv-mhub
 MHUB_VENDOR := vendor/mhub
 
-.PHONY: demo test test-slow test-signals check docs test-emulated-cpu images test-images test-browser bench bench-bodypart bench-seg bench-batch venv clean
+.PHONY: demo test test-slow test-signals check docs test-emulated-cpu images test-images test-browser test-wheel release packaged-release bench bench-bodypart bench-seg bench-batch venv clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ demo: $(STAMP)
 # Static checks first (lint, types, the layering contracts in pyproject.toml, the docs), then the suite
 # without the long end-to-end tier, which is `make test-slow`.
 test: check
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=15
 
 # The long end-to-end tier: MHub workflows through mhub-run, batch runs on Dask, the Slicer route,
 # agreement with the MONAI reference pipeline, verify.
@@ -82,6 +82,21 @@ test-images: $(STAMP)
 # Pages rendered by headless Chromium (Debian package chromium), checked on their screenshots.
 test-browser: $(STAMP)
 	$(PY) -m pytest -p no:cacheprovider -m browser
+
+# The wheel as users install it: built, installed into a clean venv without torch, run from outside the tree.
+test-wheel: $(STAMP)
+	$(PY) -m pytest -p no:cacheprovider -s -m wheel tests/install
+
+# Pre-converted IRs as release assets with a manifest (dev/mhub_cpu_dev/release.py): the demo model in
+# every IR format, verified against its checkpoint. RELEASE_MODELS adds catalogue models whose weights are here.
+RELEASE_MODELS ?= demo
+release: $(STAMP)
+	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.release $(foreach m,$(RELEASE_MODELS),--model $(m)) --output output/release
+
+# The release packaged in the wheel: the demo model's fp32 IR (regenerate after a change of the converter).
+packaged-release: $(STAMP)
+	rm -rf base/mhub_cpu/_data/release
+	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.release --model demo --formats fp32 --output base/mhub_cpu/_data/release
 
 # Benchmarks are development tools (dev/mhub_cpu_dev), not commands of the engine.
 bench: $(STAMP)

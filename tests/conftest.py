@@ -42,6 +42,9 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     prepared = os.environ.get("MHUB_CPU_TEST_CACHE")
     cache = Path(prepared) if prepared else tmp_path_factory.mktemp("mhub-cpu-cache")
     os.environ["MHUB_CPU_CACHE"] = str(cache)
+    # Hermetic: IRs come from the packaged release or a local conversion, never from the network
+    # (tests/convert/test_release.py serves its own release on 127.0.0.1).
+    os.environ["MHUB_CPU_NO_DOWNLOAD"] = "1"
     return cache
 
 

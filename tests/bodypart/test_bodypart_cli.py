@@ -68,7 +68,7 @@ def test_download_failure_is_a_download_error(tmp_path, monkeypatch):
 def test_bodypart_command_writes_results(tmp_path, monkeypatch):
     monkeypatch.setenv("MHUB_CPU_CACHE", str(tmp_path / "cache"))
     model = write_model_dir(tmp_path / "model", random_state_dict(0))
-    args = parser().parse_args(["bodypart", "--input", str(CT_NIFTI), "--output", str(tmp_path / "out"), "--model", str(model)])
+    args = parser().parse_args(["bodypart", "--input", str(CT_NIFTI), "--output", str(tmp_path / "out"), "--model", str(model), "--precision", "f32"])
     assert args.func(args) == 0
     qa = json.loads((tmp_path / "out" / "qa.json").read_text())
     assert qa["status"] == "ok" and qa["model"]["precision"] == "f32"

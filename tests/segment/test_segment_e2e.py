@@ -45,7 +45,7 @@ def seg_to_label_volume(seg: hd.seg.Segmentation, sop_uids: list[str], label_of_
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Path:
     output = tmp_path_factory.mktemp("demo")
-    result = run_cli("segment", "--input", str(CT_DICOM), "--output", str(output), "--model", str(demo_model))
+    result = run_cli("segment", "--input", str(CT_DICOM), "--output", str(output), "--model", str(demo_model), "--precision", "f32")
     assert result.returncode == 0, result.stderr
     assert "window 1/" in result.stderr and "inference done in" in result.stderr, "progress and stage timings on stderr"
     return output
@@ -166,7 +166,7 @@ def test_dice_against_totalsegmentator_through_dicom_seg(demo_run: Path) -> None
 def test_agreement_with_monai_reference_pipeline(demo_model: Path, tmp_path: Path) -> None:
     from mhub_cpu.convert.reference import reference_segment
 
-    result = run_cli("segment", "--input", str(CT_NIFTI), "--output", str(tmp_path), "--model", str(demo_model))
+    result = run_cli("segment", "--input", str(CT_NIFTI), "--output", str(tmp_path), "--model", str(demo_model), "--precision", "f32")
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "segmentation.dcm").exists(), "NIfTI input gives NIfTI output only"
     ours = np.asarray(nib.load(tmp_path / "segmentation.nii.gz").dataobj)

@@ -124,7 +124,7 @@ def model_file(tmp_path_factory: pytest.TempPathFactory, demo_model: Path) -> Pa
 def reference(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> Path:
     """``mhub-cpu segment`` on the sample's NIfTI with the same model folder: the labels to match."""
     output = tmp_path_factory.mktemp("segment")
-    result = run_cli("segment", "--input", str(CT_NIFTI), "--output", str(output), "--model", str(model_file.parent))
+    result = run_cli("segment", "--input", str(CT_NIFTI), "--output", str(output), "--model", str(model_file.parent), "--precision", "f32")
     assert result.returncode == 0, result.stderr
     return output / "segmentation.nii.gz"
 

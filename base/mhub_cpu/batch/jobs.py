@@ -23,12 +23,13 @@ from pathlib import Path
 from mhub_cpu.auto3dseg.bundle import ModelBundle
 from mhub_cpu.bodypart.modelfiles import ModelDir, resolve_model
 from mhub_cpu.bodypart.pipeline import Options, error_record, run
+from mhub_cpu.bodypart.pipeline import resolve_precision as resolve_bodypart_precision
 from mhub_cpu.convert.auto3dseg import ConvertedModel
 from mhub_cpu.convert.ir_cache import file_fingerprint
 from mhub_cpu.core.versions import package_versions
 from mhub_cpu.outputs.dicom_seg import SegmentationType
 from mhub_cpu.runtime.precision import IrFormat, require_compute
-from mhub_cpu.segment.job import OpenVinoSegmenter, SegmentRequest, run_segment
+from mhub_cpu.segment.job import OpenVinoSegmenter, SegmentRequest, resolve_precision, run_segment
 from mhub_cpu.segment.memory import MIB, NetworkFootprint, estimated_peak_mb
 from mhub_cpu.segment.model import prepare_network, resolve_bundle
 from mhub_cpu.segment.pipeline import InferenceSettings, check_settings
@@ -116,6 +117,7 @@ class SegmentJob:
         """Resolve and convert the model and check the settings (raises what ``segment`` raises)."""
         require_compute(settings.precision.compute)
         bundle = resolve_bundle(model)
+        settings = resolve_precision(bundle, settings, calibration, trust_model)  # --precision auto: chosen once, here
         converted = prepare_network(bundle, settings.precision, calibration, trust_model)
         check_settings(converted.config, settings)
         key_base = segment_key_base(bundle.checkpoint_sha256, converted.xml_path.parent.name, settings, segmentation_type)
@@ -203,6 +205,7 @@ class BodypartJob:
 
         require_compute(options.precision.compute)
         resolved = resolve_model(model)
+        options = resolve_bodypart_precision(resolved, options)  # --precision auto: chosen once, here
         ir = ir_path(resolved, options.precision, options.calibration)
         key_base = _digest({
             "job": "bodypart", "versions": package_versions(), "model": resolved.fingerprint(), "ir": ir.parent.name,

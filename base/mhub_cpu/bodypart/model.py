@@ -18,7 +18,7 @@ import numpy as np
 from mhub_cpu.bodypart.modelfiles import ModelDir
 from mhub_cpu.bodypart.preprocess import SIZE, prepare_slices
 from mhub_cpu.convert.bodypart import CONVERTER_VERSION, convert_bodypart, quantize_bodypart
-from mhub_cpu.convert.ir_cache import file_fingerprint
+from mhub_cpu.convert.ir_cache import file_fingerprint, ir_root
 from mhub_cpu.convert.quantize import SETTINGS as QUANTIZE_SETTINGS
 from mhub_cpu.core.errors import ModelError
 from mhub_cpu.core.progress import ProgressCounter, log
@@ -55,6 +55,16 @@ def ir_path(model: ModelDir, precision: Precision, calibration: list[Path] | Non
     fp32 = convert_bodypart(model.weights, model.fingerprint())
     if precision.ir is not IrFormat.INT8:
         return fp32
+    name, paths = _int8_name(model, calibration)
+    return quantize_bodypart(fp32, name, lambda: calibration_slices(paths))
+
+
+def int8_folder(model: ModelDir, calibration: list[Path] | None = None) -> Path:
+    """The cache folder of the INT8 IR (which may not exist yet), found without converting anything."""
+    return ir_root() / _int8_name(model, calibration)[0]
+
+
+def _int8_name(model: ModelDir, calibration: list[Path] | None) -> tuple[str, list[Path]]:
     paths = [Path(p) for p in (calibration if calibration is not None else calibration_images())]
     if not paths:
         raise ModelError("INT8 needs calibration CT (--calibration CT.nii.gz|DICOM_DIR ...)")
@@ -62,8 +72,7 @@ def ir_path(model: ModelDir, precision: Precision, calibration: list[Path] | Non
     if missing:
         raise ModelError(f"calibration CT not found: {', '.join(missing)}")
     key = file_fingerprint(paths, f"step={CALIBRATION_STEP}", QUANTIZE_SETTINGS, f"v{QUANTIZER_VERSION}")
-    name = f"bodypart-{model.fingerprint()}-v{CONVERTER_VERSION}-int8-{key}"
-    return quantize_bodypart(fp32, name, lambda: calibration_slices(paths))
+    return f"bodypart-{model.fingerprint()}-v{CONVERTER_VERSION}-int8-{key}", paths
 
 
 class ScoreModel:

@@ -14,7 +14,7 @@ from mhub_cpu import __version__
 from mhub_cpu.cli.batch import register as register_batch
 from mhub_cpu.cli.bodypart import register as register_bodypart
 from mhub_cpu.cli.mhub import register as register_mhub
-from mhub_cpu.cli.options import add_model, add_precision, add_seg_type, add_window_options, choices, inference_settings
+from mhub_cpu.cli.options import add_model, add_precision, add_seg_type, add_window_options, apply_release_options, choices, inference_settings
 from mhub_cpu.cli.slicer import register as register_slicer
 from mhub_cpu.core.errors import MhubCpuError
 from mhub_cpu.core.progress import log
@@ -61,6 +61,35 @@ def _run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Where ``mhub-cpu demo`` writes without ``--output``: a folder of the current directory.
+DEMO_OUTPUT = Path("mhub-cpu-demo")
+
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="segment the sample CT shipped with mhub-cpu with its demo model (no input, no download, no torch)",
+        description="Segment the sample CT that comes with the package (112-slice abdominal DICOM series, 3 mm) with the "
+        "embedded demo model (23 abdominal organs; trained on this one CT, so for trying the engine only), exactly as "
+        "`mhub-cpu segment --input <sample> --model demo` would: same progress lines, same outputs (segmentation.dcm, "
+        f"segmentation.nii.gz, preview.png, report.json). Writes to ./{DEMO_OUTPUT} unless --output says otherwise.",
+    )
+    parser.add_argument("--output", type=Path, default=DEMO_OUTPUT, help=f"folder for the results (default: ./{DEMO_OUTPUT}, created if needed)")
+    add_precision(parser)
+    add_window_options(parser)
+    parser.add_argument("--threads", type=int, help="CPU threads for OpenVINO (default: all cores)")
+    add_seg_type(parser)
+    parser.set_defaults(func=_run_demo, max_memory_mb=None)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from mhub_cpu.core.resources import sample_dicom
+
+    args.input, args.model, args.series_uid, args.trust_model = sample_dicom(), "demo", None, False
+    log(f"demo: the sample CT shipped with mhub-cpu ({args.input}) with the demo model, which was trained on this CT only")
+    return _run_segment(args)
+
+
 def _add_convert(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "convert", help="convert (and for int8 quantise) a model to cached OpenVINO IR ahead of time (needs torch)",
@@ -71,7 +100,7 @@ def _add_convert(subparsers: argparse._SubParsersAction) -> None:
         help="instead of --model: a model.pt in 3D Slicer's MONAIAuto3DSeg model folder; model.xml/.bin and "
         "model.openvino.json are written beside it, where slicer-inference uses them without torch",
     )
-    add_precision(parser)
+    add_precision(parser, auto=False)
     parser.set_defaults(func=_run_convert)
 
 
@@ -127,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mhub-cpu {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_segment(subparsers)
+    _add_demo(subparsers)
     _add_convert(subparsers)
     _add_verify(subparsers)
     register_bodypart(subparsers)
@@ -153,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
+    apply_release_options(args)
     try:
         return args.func(args)
     except MhubCpuError as exc:

@@ -30,15 +30,19 @@ def _run(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from mhub_cpu.bodypart.model import ir_path
     from mhub_cpu.bodypart.modelfiles import resolve_model
+    from mhub_cpu.bodypart.pipeline import score_agreement
     from mhub_cpu.core.cache import sha256_of
 
     model = resolve_model(args.model)
     precision = Precision(args.precision)
     calibration = [Path(p) for p in args.calibration] if args.calibration else None
-    print(json.dumps({
+    facts = {
         "model": str(model.path), "weights_sha256": sha256_of(model.weights), "precision": precision.to_json(),
         "ir": str(ir_path(model, precision, calibration)),
-    }, indent=2))
+    }
+    if precision is not Precision.F32:  # measured once here, where --precision auto reads it
+        facts["agreement_with_f32"] = score_agreement(model, precision, calibration)
+    print(json.dumps(facts, indent=2))
     return 0
 
 
@@ -61,5 +65,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "bodypart-convert",
         help="convert (and for int8 quantise) the bpreg model to cached OpenVINO IR ahead of time (needs torch)",
     )
-    add_bodypart_model(convert)
+    add_bodypart_model(convert, auto=False)
     convert.set_defaults(func=_convert)

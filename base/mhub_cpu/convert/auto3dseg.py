@@ -16,7 +16,8 @@ from typing import Any
 from mhub_cpu.auto3dseg.bundle import ModelBundle
 from mhub_cpu.auto3dseg.network_schema import check_config, check_label_count, check_runtime_values, network_spec
 from mhub_cpu.convert.checkpoint import load_checkpoint
-from mhub_cpu.convert.ir_cache import IR_XML, cache_key, cached_ir
+from mhub_cpu.convert.ir_cache import IR_XML, cache_key, cached_ir, ir_root
+from mhub_cpu.convert.release import fetch_ir
 from mhub_cpu.core.errors import ModelError
 from mhub_cpu.core.progress import log
 from mhub_cpu.runtime.precision import IrFormat
@@ -153,6 +154,15 @@ def runtime_config(config: dict[str, Any], output_classes: int, divisor: int | N
     return runtime
 
 
+def ir_folder(bundle: ModelBundle, ir: IrFormat = IrFormat.FP32, quantizer_id: str = "") -> Path:
+    """The cache folder of ``bundle``'s IR in format ``ir`` (which may not exist yet): what
+    ``--precision auto`` reads recorded agreements from without converting anything."""
+    import openvino
+
+    key = cache_key(CACHE_FORMAT, bundle.checkpoint_sha256, ir.value, openvino.__version__, quantizer_id)
+    return ir_root() / f"{bundle.model_id}-{ir}-{key}"
+
+
 def convert_bundle(
     bundle: ModelBundle,
     ir: IrFormat = IrFormat.FP32,
@@ -173,16 +183,22 @@ def convert_bundle(
         ModelError: the checkpoint cannot be loaded or converted, or the model is not supported
             (:func:`check_supported`), also for an IR found in the cache.
     """
-    import openvino
-
     if ir is IrFormat.INT8 and quantizer is None:
         raise ModelError("int8 conversion needs a quantizer (calibration data)")
-    key = cache_key(CACHE_FORMAT, bundle.checkpoint_sha256, ir.value, openvino.__version__, quantizer_id)
 
     def build(staging: Path) -> None:
+        released, not_released = fetch_ir(bundle.model_id, bundle.checkpoint_sha256, ir.value, quantizer_id, staging)
+        if released:
+            return
         import openvino as ov
-        import torch
 
+        try:
+            import torch
+        except ImportError as exc:
+            raise ModelError(
+                f"no pre-converted {ir} IR of {bundle.model_id} ({'; '.join(not_released)}), and converting it here needs "
+                "PyTorch and MONAI: pip install 'mhub-cpu[convert]'"
+            ) from exc
         log(f"converting {bundle.model_id} to OpenVINO IR ({ir}); done once, then cached")
         config, state_dict = load_checkpoint(bundle.checkpoint_bytes, trust=trust_model)
         if trust_model:  # the network is ConfigParser's; the values inference reads are still checked
@@ -215,7 +231,10 @@ def convert_bundle(
         ov.save_model(ov_model, staging / IR_XML, compress_to_fp16=(ir is IrFormat.FP16))
         (staging / CONFIG_JSON).write_text(json.dumps(runtime, indent=2) + "\n")
 
-    target = cached_ir(f"{bundle.model_id}-{ir}-{key}", build, required=(IR_XML, CONFIG_JSON))
+    target = cached_ir(ir_folder(bundle, ir, quantizer_id).name, build, required=(IR_XML, CONFIG_JSON))
     config = json.loads((target / CONFIG_JSON).read_text())
     check_supported(config)
+    # Also for an IR from the cache or a release, which match the checkpoint only: this model's labels.csv
+    # must still name every output.
+    check_label_count(len(bundle.labels), int(config.get("output_classes", 0)))
     return ConvertedModel(target / IR_XML, config, ir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -58,3 +59,43 @@ def file_fingerprint(paths: list[Path], *settings: object) -> str:
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
         entries += [f"{p.name}:{p.stat().st_size}" for p in files]
     return hashlib.sha256("|".join(entries + [str(s) for s in settings]).encode()).hexdigest()[:12]
+
+
+def agreement_record_path(ir_folder: Path, precision: str) -> Path:
+    """The sidecar beside a cached IR holding ``precision``'s measured agreement with f32 (``--precision auto``).
+
+    One per precision: bf16 runs the fp32 IR, so both would otherwise share a folder's sidecar.
+    """
+    return Path(ir_folder) / f"agreement-{precision}.json"
+
+
+def read_record(path: Path) -> dict | None:
+    """A JSON sidecar of the cache, or ``None`` where there is none or it cannot be read (then it is measured again)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_record(path: Path, record: dict) -> bool:
+    """Write a JSON sidecar atomically (a concurrent reader sees the old record or the new, never half of one).
+
+    Returns False where the cache is read-only (e.g. an image's): the record then serves this run only.
+    """
+    path = Path(path)
+    try:
+        handle, staging = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    except OSError:
+        return False
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(record, out, indent=2)
+            out.write("\n")
+        os.replace(staging, path)
+    except OSError:
+        return False
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
+    return True

@@ -6,7 +6,7 @@ import platform
 from importlib import metadata
 
 #: Packages whose versions are recorded.
-RECORDED_PACKAGES = ("mhub-cpu", "openvino", "numpy", "nibabel", "pydicom", "highdicom", "dcm2niix", "SimpleITK")
+RECORDED_PACKAGES = ("mhub-cpu", "openvino", "numpy", "nibabel", "pydicom", "highdicom", "dcm2niix")
 
 
 def package_versions() -> dict[str, str | None]:

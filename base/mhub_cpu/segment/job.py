@@ -6,7 +6,7 @@ input is read, so that a model this engine cannot run is refused before any work
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -15,13 +15,13 @@ import numpy as np
 
 from mhub_cpu.auto3dseg.bundle import ModelBundle
 from mhub_cpu.convert.auto3dseg import ConvertedModel
-from mhub_cpu.core.errors import ProcessingError
+from mhub_cpu.core.errors import ModelError, ProcessingError
 from mhub_cpu.core.files import staged_output, write_json
 from mhub_cpu.core.progress import StageTimer, log
 from mhub_cpu.dicomio import check_input_path, read_input
 from mhub_cpu.outputs.dicom_seg import SegmentationType, write_dicom_seg
 from mhub_cpu.outputs.preview import write_preview
-from mhub_cpu.runtime.precision import CpuCapabilities, require_compute
+from mhub_cpu.runtime.precision import Agreement, CpuCapabilities, IrFormat, Precision, choose_precision, require_compute
 from mhub_cpu.segment.model import prepare_network, resolve_bundle
 from mhub_cpu.segment.pipeline import InferenceSettings, check_settings, segment_image
 from mhub_cpu.segment.report import segment_report
@@ -73,8 +73,10 @@ class OpenVinoSegmenter:
     def prepare(self, request: SegmentRequest, bundle: ModelBundle, timer: StageTimer) -> None:
         if self.converted is None:
             with timer.stage("prepare network"):
-                self.converted = prepare_network(bundle, request.settings.precision, request.calibration, request.trust_model)
-        self.settings = request.settings
+                self.settings = resolve_precision(bundle, request.settings, request.calibration, request.trust_model)
+                self.converted = prepare_network(bundle, self.settings.precision, request.calibration, request.trust_model)
+        else:
+            self.settings = request.settings
         check_settings(self.converted.config, self.settings)
 
     def label(self, image: nib.Nifti1Image, timer: StageTimer) -> tuple[nib.Nifti1Image, dict]:
@@ -83,6 +85,8 @@ class OpenVinoSegmenter:
         facts = {
             "engine": "openvino",
             "precision": {**self.settings.precision.to_json(), **result.ran.to_json(), "cpu": CpuCapabilities.query().to_json()},
+            "precision_requested": "auto" if self.settings.precision_auto else self.settings.precision.value,
+            "precision_reason": self.settings.precision_reason or f"requested with --precision {self.settings.precision}",
             "ir": str(self.converted.xml_path),
             "config": self.converted.config,
             "settings": {
@@ -96,6 +100,34 @@ class OpenVinoSegmenter:
             "model_spacing_mm": list(result.model_spacing),
         }
         return result.labels, facts
+
+
+def resolve_precision(
+    bundle: ModelBundle, settings: InferenceSettings, calibration: tuple[Path, ...] = (), trust_model: bool = False,
+) -> InferenceSettings:
+    """``settings`` with ``--precision auto`` replaced by the precision it picks for this CPU and model.
+
+    bf16 where the CPU runs it natively, else int8 where it has VNNI, each only where its agreement
+    with f32 holds against :data:`~mhub_cpu.segment.verify.AUTO_DICE`: as recorded beside its IR by
+    ``mhub-cpu verify`` (bf16: measured on one window of the calibration CT where no record is; int8:
+    only from verify's record); else f32. Logs the choice and the reason; other settings are returned as they are.
+    """
+    if not settings.precision_auto or settings.precision_reason:
+        return settings
+    from mhub_cpu.segment.verify import agreement_with_f32, as_agreement, recorded_agreement
+
+    def agreement(precision: Precision) -> Agreement:
+        if precision.ir is not IrFormat.INT8:  # bf16 runs the f32 IR: two inferences of one window
+            return as_agreement(agreement_with_f32(bundle, precision, calibration, trust_model))
+        record = recorded_agreement(bundle, precision, calibration)
+        if record is None:
+            raise ModelError(f"no agreement with f32 recorded on this CPU (mhub-cpu verify --model {bundle.model_id} "
+                             "--precision int8 measures and records it)")
+        return as_agreement(record)
+
+    choice = choose_precision(tuple(Precision), agreement)
+    log(choice.log_line())
+    return replace(settings, precision=choice.precision, precision_reason=choice.reason)
 
 
 def run_segment(request: SegmentRequest, segmenter: Segmenter | None = None, bundle: ModelBundle | None = None) -> dict:

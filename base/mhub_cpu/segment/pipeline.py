@@ -25,6 +25,10 @@ class InferenceSettings:
     """How to run the sliding window (defaults follow the Slicer script)."""
 
     precision: Precision = Precision.F32
+    #: ``--precision auto``: ``precision`` is a placeholder until :func:`mhub_cpu.segment.job.resolve_precision`
+    #: chose it for this CPU and model and said why in ``precision_reason``.
+    precision_auto: bool = False
+    precision_reason: str = ""
     overlap: float = 0.625
     blend: BlendMode = BlendMode.GAUSSIAN
     threads: int | None = None
@@ -47,6 +51,8 @@ class SegmentationResult:
 
 def check_settings(config: dict, settings: InferenceSettings) -> None:
     """Refuse a model or settings this pipeline cannot run, before any work on the image."""
+    if settings.precision_auto and not settings.precision_reason:
+        raise RuntimeError("--precision auto was not resolved before the run (resolve_precision)")  # a bug, not an input
     check_supported(config)
     if not 0 <= settings.overlap < 1:
         raise ModelError(f"overlap must be in [0, 1), got {settings.overlap}")

@@ -35,6 +35,10 @@ def segment_report(
             "source_sha256": bundle.source_sha256, "checkpoint_sha256": bundle.checkpoint_sha256,
             "sha256_known": bundle.sha256_known,  # false: trusted on first use (no known digest)
         },
+        # What ran, what was asked for (auto or a precision) and why: auto's choice is per CPU and model.
+        "precision": ran.get("mode") if isinstance(ran := facts.get("precision"), dict) else ran,
+        "precision_requested": facts.get("precision_requested"),
+        "precision_reason": facts.get("precision_reason"),
         "inference": facts,
         "segmentation_type": segmentation_type,
         "input": {"path": str(input_path), **volume.report()},

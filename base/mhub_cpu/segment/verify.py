@@ -14,13 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from mhub_cpu.auto3dseg.bundle import ModelBundle
+from mhub_cpu.convert.auto3dseg import ConvertedModel, ir_folder
+from mhub_cpu.convert.ir_cache import agreement_record_path, read_record, write_record
 from mhub_cpu.convert.reference import reference_logits, reference_segment
 from mhub_cpu.core.errors import ProcessingError
 from mhub_cpu.core.progress import StageTimer, log
 from mhub_cpu.core.resources import calibration_images
 from mhub_cpu.dicomio.nifti import load_nifti
 from mhub_cpu.runtime.network import Network
-from mhub_cpu.runtime.precision import CpuCapabilities, Precision
+from mhub_cpu.runtime.precision import Agreement, CpuCapabilities, IrFormat, Precision
+from mhub_cpu.segment.calibration import make_quantizer
 from mhub_cpu.segment.model import prepare_network
 from mhub_cpu.segment.pipeline import InferenceSettings, segment_image
 from mhub_cpu.segment.preprocess import model_orientation, prepare
@@ -36,6 +39,12 @@ MIN_AGREEMENT: dict[Precision, tuple[float, float, float]] = {
 }
 #: Labels smaller than this (voxels, in the reference) are reported but not held to the minimum.
 MIN_VOXELS = 500
+#: What ``--precision auto`` requires of a precision's labels against f32's (mean Dice, lowest Dice of
+#: a label present): the Dice verify requires of f32 itself against the reference, so that auto never
+#: picks a precision less faithful than f32 has to be.
+AUTO_DICE: tuple[float, float] = MIN_AGREEMENT[Precision.F32][1:]
+#: Bump when what an agreement record measures changes (older records are measured again).
+AGREEMENT_VERSION = 2
 
 
 def _center_window(config: dict, ct: Path) -> np.ndarray:
@@ -99,9 +108,84 @@ def verify_model(bundle: ModelBundle, precisions: list[Precision], ct: Path | No
         }
         log(f"verify {bundle.model_id} {precision}: window argmax {logits_agree:.4f}, Dice mean {mean:.4f} min {lowest:.4f}"
             f" (need {need[0]}, {need[1]}, {need[2]}): {'ok' if ok else 'FAILED'}")
+        if precision is not Precision.F32:  # recorded beside the IR for --precision auto
+            results["precisions"][precision.value]["agreement_with_f32"] = agreement_with_f32(bundle, precision, ct=ct)
         if not ok:
             failures.append(f"{precision}: window argmax {logits_agree:.4f}, Dice mean {mean:.4f}, min {lowest:.4f} "
                             f"(need {need[0]}, {need[1]}, {need[2]})")
     if failures:
         raise ProcessingError(f"the converted {bundle.model_id} does not compute what its checkpoint computes: " + "; ".join(failures))
     return results
+
+
+def agreement_with_f32(
+    bundle: ModelBundle, precision: Precision, calibration: tuple[Path, ...] = (), trust_model: bool = False,
+    ct: Path | None = None,
+) -> dict:
+    """The labels of ``precision`` against f32's on one window (the centre of the calibration CT), as
+    recorded beside ``precision``'s IR; measured and recorded on first use, once per model, precision
+    and CPU (``mhub-cpu verify`` records it too, so an image that verified at build never measures).
+
+    Cheap on purpose (two inferences of one window, no PyTorch): ``--precision auto`` asks it before a run.
+    """
+    ct = ct or calibration_images()[0]
+    converted = prepare_network(bundle, precision, calibration, trust_model)
+    reference = prepare_network(bundle, Precision.F32, trust_model=trust_model)
+    record_path, key = agreement_record(converted, reference, precision, ct)
+    record = read_record(record_path)
+    if record is not None and all(record.get(name) == value for name, value in key.items()):
+        return record
+    window = _center_window(reference.config, ct)
+    shape = (1, 1, *window.shape)
+    expected = Network(reference.xml_path, Precision.F32, input_shape=shape)(window[None, None])[0].argmax(0)
+    ours = Network(converted.xml_path, precision, input_shape=shape)(window[None, None])[0].argmax(0)
+    dice = _dice(ours, expected)
+    # Structures present: at least MIN_VOXELS in f32's labels (a few voxels at the window's edge say little).
+    held = [score for score, voxels in dice.values() if voxels >= MIN_VOXELS] or [score for score, _ in dice.values()]
+    mean = float(np.mean(held)) if held else 1.0
+    lowest = float(min(held)) if held else 1.0
+    record = {
+        **key, "precision": precision.value, "window": list(window.shape),
+        "argmax_agreement": round(float((ours == expected).mean()), 5),
+        "dice_mean": round(mean, 4), "dice_min": round(lowest, 4), "labels_present": len(dice),
+        "dice_per_label": {str(value): round(score, 4) for value, (score, _) in dice.items()},
+        "voxels_per_label": {str(value): voxels for value, (_, voxels) in dice.items()},
+        "required": {"dice_mean": AUTO_DICE[0], "dice_min": AUTO_DICE[1], "min_voxels": MIN_VOXELS},
+        "ok": mean >= AUTO_DICE[0] and lowest >= AUTO_DICE[1],
+    }
+    recorded = write_record(record_path, record)
+    log(f"agreement of {bundle.model_id} {precision} with f32 on {ct.name}: Dice mean {mean:.4f}, min {lowest:.4f}"
+        f" ({'recorded in ' + str(record_path) if recorded else 'not recorded: the cache is read-only'})")
+    return record
+
+
+def agreement_record(converted: ConvertedModel, reference: ConvertedModel, precision: Precision, ct: Path) -> tuple[Path, dict]:
+    """Where ``precision``'s agreement with f32 is recorded (beside its IR), and what a record must
+    match to be used: what it measures, the CT, the f32 IR it was measured against, and the CPU."""
+    return _record_key(converted.xml_path.parent, reference.xml_path.parent, precision, ct)
+
+
+def _record_key(ir: Path, f32_ir: Path, precision: Precision, ct: Path) -> tuple[Path, dict]:
+    key = {"version": AGREEMENT_VERSION, "ct": Path(ct).name, "f32_ir": f32_ir.name, "cpu": CpuCapabilities.query().to_json()}
+    return agreement_record_path(ir, precision.value), key
+
+
+def recorded_agreement(bundle: ModelBundle, precision: Precision, calibration: tuple[Path, ...] = ()) -> dict | None:
+    """``precision``'s agreement with f32 as ``mhub-cpu verify`` recorded it on this CPU, converting
+    nothing (``None``: no record, or one of another CPU, CT or f32 IR). ``--precision auto`` takes int8
+    only from such a record: measuring it would quantise the network first, minutes on a first run."""
+    ct = calibration_images()[0]
+    quantizer_id = make_quantizer(list(calibration) or calibration_images())[1] if precision.ir is IrFormat.INT8 else ""
+    path, key = _record_key(ir_folder(bundle, precision.ir, quantizer_id), ir_folder(bundle), precision, ct)
+    record = read_record(path)
+    return record if record is not None and all(record.get(name) == value for name, value in key.items()) else None
+
+
+def as_agreement(record: dict) -> Agreement:
+    """A recorded agreement in the words of ``--precision auto``'s reason."""
+    sign = "≥" if record["ok"] else "<"
+    need = record["required"]
+    return Agreement(
+        ok=bool(record["ok"]),
+        figures=f"Dice mean {record['dice_mean']:.3f}, min {record['dice_min']:.3f} {sign} {need['dice_mean']}/{need['dice_min']}",
+    )

@@ -30,7 +30,7 @@ def roi_of(report: dict) -> tuple[str, list[str]]:
 
 
 @IO.Config('model', str, 'abdominal-organs-v2.0.0', the='catalogue id of the Auto3DSeg model (converted to OpenVINO IR when the image is built), a model zip, or demo')
-@IO.Config('precision', str, 'f32', the='OpenVINO inference precision: f32, bf16, fp16 or int8')
+@IO.Config('precision', str, 'auto', the='OpenVINO inference precision: auto (bf16 or int8 where the CPU runs it natively and it agrees with f32, else f32), f32, bf16, fp16 or int8')
 @IO.Config('windows', str, 'dense', the='window placement: dense (as 3D Slicer), sparse or whole')
 @IO.Config('seg_type', str, 'BINARY', the='DICOM-SEG type: BINARY or LABELMAP')
 @IO.Config('max_memory', int, 0, the='memory budget for inference in MiB (0: no limit); windows are shrunk until the estimated peak fits')

@@ -22,7 +22,7 @@ def engine_command() -> list[str]:
 
 
 @IO.Config('model', str, '', the='bpreg model directory; empty: the public model, downloaded and converted when the image is built')
-@IO.Config('precision', str, 'f32', the='OpenVINO inference precision: f32, bf16 (CPUs with native bf16) or int8 (IR quantised when the image is built)')
+@IO.Config('precision', str, 'auto', the='OpenVINO inference precision: auto (bf16 or int8 where the CPU runs it natively and its scores agree with f32, else f32), f32, bf16 (CPUs with native bf16) or int8 (IR quantised when the image is built)')
 @IO.Config('fast', bool, False, the='score one slice every 2.5 mm and interpolate (approximate, for a quick QA check)')
 class BodyPartRegressionRunner(Module):
 
