@@ -17,7 +17,7 @@ from mhub_cpu.dicomio.headers import prepare_headers
 from mhub_cpu.dicomio.selection import select_series
 from mhub_cpu.dicomio.series import DicomSeries
 from mhub_cpu.dicomio.uids import resolve_uids
-from mhub_cpu.dicomio.validation import check_sop_classes, drop_duplicate_files, ensure_readable, sort_and_validate
+from mhub_cpu.dicomio.validation import check_declared_size, check_sop_classes, drop_duplicate_files, ensure_readable, sort_and_validate
 from mhub_cpu.dicomio.volume import NON_FINITE_FILL_HU, VolumeCheck, checked_volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -96,7 +96,10 @@ def check_input_path(path: Path) -> Path:
     return path
 
 
-def read_input(path: Path, work_dir: Path, series_uid: str | None = None, files: Sequence[Path] | None = None) -> InputVolume:
+def read_input(
+    path: Path, work_dir: Path, series_uid: str | None = None, files: Sequence[Path] | None = None,
+    max_memory_mb: float | None = None,
+) -> InputVolume:
     """Locate, validate and (for DICOM) convert the CT input at ``path``.
 
     Args:
@@ -105,6 +108,8 @@ def read_input(path: Path, work_dir: Path, series_uid: str | None = None, files:
         series_uid: Series Instance UID to process when the folder holds several CT series.
         files: The DICOM files to read instead of every file below ``path`` (a batch names the
             files of one series, found by one scan of the whole collection).
+        max_memory_mb: ``--max-memory``: the volume the headers declare may take a quarter of it
+            (and of the memory available), checked before any pixel is read.
 
     Raises:
         InputError: the path does not exist, holds no usable CT series, or the series is broken;
@@ -117,7 +122,7 @@ def read_input(path: Path, work_dir: Path, series_uid: str | None = None, files:
             raise InputError(f"input file {path} is not a NIfTI file; pass a folder for DICOM input")
         if series_uid is not None:
             raise InputError("--series applies to DICOM folders, not to a NIfTI file")
-        image, check = checked_volume(path, work_dir)
+        image, check = checked_volume(path, work_dir, max_memory_mb)
         return InputVolume(nifti_path=Path(image.get_filename() or path), image=image, check=check, series=None)
     if not os.access(path, os.R_OK | os.X_OK):
         raise InputError(f"cannot read the input folder {path} (permission denied)")
@@ -131,10 +136,11 @@ def read_input(path: Path, work_dir: Path, series_uid: str | None = None, files:
     resolve_uids(series)
     drop_duplicate_files(series)
     sort_and_validate(series)
+    check_declared_size(series, max_memory_mb)
     prepare_headers(series)
     check_sop_classes(series)
     verify_pixel_data(series)
     log(f"selected series {series.summary()}")
     nifti_path = convert_series(series, work_dir / "image.nii")
-    image, check = checked_volume(nifti_path, work_dir)
+    image, check = checked_volume(nifti_path, work_dir, max_memory_mb)
     return InputVolume(nifti_path=Path(image.get_filename() or nifti_path), image=image, check=check, series=series)

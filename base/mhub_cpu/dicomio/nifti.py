@@ -47,13 +47,19 @@ def load_nifti(path: Path | str) -> nib.Nifti1Image:
 CHUNK_BYTES = 64 << 20
 
 
-def input_limit_bytes() -> int:
-    """The largest voxel array an input may declare: a quarter of the memory available now (the
-    pipeline holds a float copy and the model grid beside it)."""
-    return psutil.virtual_memory().available // 4
+def input_limit_bytes(max_memory_mb: float | None = None) -> int:
+    """The largest voxel array an input may declare: a quarter of the memory available now, and of
+    ``--max-memory`` where given (the pipeline holds a float copy and the model grid beside it)."""
+    limit = psutil.virtual_memory().available // 4
+    return min(limit, int(max_memory_mb * (1 << 20)) // 4) if max_memory_mb else limit
 
 
-def unscaled_array(image: nib.Nifti1Image) -> tuple[np.ndarray, float, float]:
+def limit_source(max_memory_mb: float | None) -> str:
+    """Where :func:`input_limit_bytes` came from, for messages."""
+    return f"a quarter of --max-memory {max_memory_mb:.0f} MiB" if max_memory_mb else "a quarter of the memory available here"
+
+
+def unscaled_array(image: nib.Nifti1Image, max_memory_mb: float | None = None) -> tuple[np.ndarray, float, float]:
     """The stored voxel array in its on-disk type, with the header's slope and intercept.
 
     The size the header declares is checked before anything is allocated. Uncompressed files are
@@ -68,11 +74,11 @@ def unscaled_array(image: nib.Nifti1Image) -> tuple[np.ndarray, float, float]:
     path = Path(image.get_filename() or "")
     dtype = image.header.get_data_dtype()
     declared = int(np.prod(image.shape, dtype=np.int64)) * dtype.itemsize
-    limit = input_limit_bytes()
+    limit = input_limit_bytes(max_memory_mb)
     if declared > limit:
         shape = "x".join(str(n) for n in image.shape)
-        raise InputError(f"{path.name}: its header declares {shape} voxels of {dtype.name} ({declared / (1 << 30):.1f} GiB), "
-                         f"more than the {limit / (1 << 30):.1f} GiB this machine can hold for an input")
+        raise InputError(f"{path.name}: its header declares {shape} voxels of {dtype.name} ({declared / (1 << 20):.0f} MiB), "
+                         f"more than the {limit / (1 << 20):.0f} MiB an input may hold ({limit_source(max_memory_mb)})")
     offset = int(getattr(proxy, "offset", 0))
     if path.suffix == ".gz":
         return _read_gzip_voxels(path, offset, declared, dtype, image.shape), float(proxy.slope), float(proxy.inter)  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from mhub_cpu.core.errors import InputError
 from mhub_cpu.core.progress import log
 from mhub_cpu.dicomio.attributes import numbers
 from mhub_cpu.dicomio.geometry import slice_normal
+from mhub_cpu.dicomio.nifti import input_limit_bytes, limit_source
 from mhub_cpu.dicomio.series import CT_SOP_CLASSES, DicomSeries
 
 #: Tolerance (mm) for positions and spacings compared across slices.
@@ -134,3 +135,24 @@ def ensure_readable(paths: list[Path]) -> None:
     for path in paths:
         if not os.access(path, os.R_OK):
             raise InputError(f"cannot read {path}")
+
+
+def check_declared_size(series: DicomSeries, max_memory_mb: float | None = None) -> None:
+    """Refuse a series whose headers declare a volume larger than an input may hold, before any
+    pixel is read or converted: Rows × Columns × slices × Bits Allocated / 8 (one sample per pixel,
+    as CT has), against :func:`~mhub_cpu.dicomio.nifti.input_limit_bytes`.
+
+    Raises:
+        InputError: the size claimed and the limit, in one line.
+    """
+    first = series.instances[0]
+    bits = first.get("BitsAllocated")
+    bits = bits if isinstance(bits, int) and bits > 0 else 16
+    declared = int(first.Rows) * int(first.Columns) * len(series.instances) * (-(-bits // 8))
+    limit = input_limit_bytes(max_memory_mb)
+    if declared > limit:
+        raise InputError(
+            f"series {series.series_instance_uid}: its headers declare {len(series.instances)} slices of "
+            f"{first.Rows}x{first.Columns} at {bits} bits ({declared / (1 << 20):.0f} MiB), more than the "
+            f"{limit / (1 << 20):.0f} MiB an input may hold ({limit_source(max_memory_mb)})"
+        )

@@ -42,8 +42,9 @@ class VolumeCheck:
         return info
 
 
-def checked_volume(path: Path, work_dir: Path) -> tuple[nib.Nifti1Image, VolumeCheck]:
-    """Load the volume at ``path`` and check it is a 3-D CT in HU (fixing non-finite voxels).
+def checked_volume(path: Path, work_dir: Path, max_memory_mb: float | None = None) -> tuple[nib.Nifti1Image, VolumeCheck]:
+    """Load the volume at ``path`` and check it is a 3-D CT in HU (fixing non-finite voxels); the size
+    its header declares is checked first (:func:`~mhub_cpu.dicomio.nifti.input_limit_bytes`).
 
     Returns:
         The image to process (a working copy when non-finite voxels were replaced) and the check.
@@ -64,7 +65,7 @@ def checked_volume(path: Path, work_dir: Path) -> tuple[nib.Nifti1Image, VolumeC
     if min(shape) < 1:
         raise InputError(f"{path.name} has no voxels (shape {shape})")
     try:
-        stored, slope, inter = unscaled_array(image)
+        stored, slope, inter = unscaled_array(image, max_memory_mb)
         low, high = float(np.min(stored)), float(np.max(stored))
     except (OSError, ValueError, EOFError) as exc:
         raise InputError(f"cannot read the voxels of {path.name}: {exc}") from exc

@@ -156,7 +156,7 @@ def _segment_into(request: SegmentRequest, staging: Path, timer: StageTimer, seg
             bundle = resolve_bundle(request.model)
     segmenter.prepare(request, bundle, timer)
     with timer.stage("read input"):
-        volume = read_input(request.input_path, staging / "work", request.series_uid, request.files)
+        volume = read_input(request.input_path, staging / "work", request.series_uid, request.files, request.settings.max_memory_mb)
     labels_image, facts = segmenter.label(volume.image, timer)
     label_map = np.asarray(labels_image.dataobj)
     if not label_map.any():
