@@ -44,7 +44,7 @@ MAX_MANIFEST_BYTES = 16 << 20
 IR_FORMATS = ("fp32", "fp16", "int8")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ASSET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
-_TIMEOUT_S = 60.0
+_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True)
