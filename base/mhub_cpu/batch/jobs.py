@@ -28,9 +28,9 @@ from mhub_cpu.convert.auto3dseg import ConvertedModel
 from mhub_cpu.convert.ir_cache import file_fingerprint
 from mhub_cpu.core.versions import package_versions
 from mhub_cpu.outputs.dicom_seg import SegmentationType
-from mhub_cpu.runtime.precision import IrFormat, require_compute
+from mhub_cpu.runtime.precision import require_compute
 from mhub_cpu.segment.job import OpenVinoSegmenter, SegmentRequest, resolve_precision, run_segment
-from mhub_cpu.segment.memory import MIB, NetworkFootprint, estimated_peak_mb
+from mhub_cpu.segment.memory import estimated_peak_mb, footprint_of
 from mhub_cpu.segment.model import prepare_network, resolve_bundle
 from mhub_cpu.segment.pipeline import InferenceSettings, check_settings
 from mhub_cpu.segment.splitter import make_plan
@@ -147,10 +147,7 @@ class SegmentJob:
         x, y, z = (max(1, math.ceil(mm / float(s))) for mm, s in zip(TYPICAL_CT_MM, spacing))
         rx, ry, rz = (int(v) for v in config["roi_size"])
         plan = make_plan((x, y, z), (rx, ry, rz), self.settings.strategy, self.settings.overlap, int(config.get("size_divisor", 16)))
-        footprint = NetworkFootprint(
-            classes=int(config["output_classes"]), init_filters=int(config.get("init_filters", 32)),
-            weights_mb=self.converted.xml_path.with_suffix(".bin").stat().st_size / MIB, int8=self.converted.ir is IrFormat.INT8,
-        )
+        footprint = footprint_of(self.converted, self.settings.threads)
         return math.ceil(estimated_peak_mb(plan, (x, y, z), footprint) / 100) * 100.0
 
     def run(self, series: SeriesInput, output_dir: Path) -> None:

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 
 from mhub_cpu.core.errors import ModelError
+from mhub_cpu.runtime.head import ClassHead, split_class_head
 from mhub_cpu.runtime.precision import Precision, RunPrecision, require_compute, verify_ran
 
 #: Compiled networks kept for reuse, by IR files (path, sizes, mtimes) and settings; oldest first.
-_kept: OrderedDict[tuple, tuple[Any, RunPrecision]] = OrderedDict()
+_kept: OrderedDict[tuple, tuple[Any, RunPrecision, ClassHead | None]] = OrderedDict()
 _keep = 0
 _kept_lock = threading.Lock()
 
@@ -34,7 +35,8 @@ def keep_compiled(count: int) -> None:
 
 def compile_for_cpu(
     xml_path: Path, precision: Precision, threads: int | None = None, input_shape: tuple[int, ...] | None = None,
-) -> tuple[Any, RunPrecision]:
+    split_head: bool = False,
+) -> tuple[Any, RunPrecision, ClassHead | None]:
     """Compile an IR for the CPU and check that it runs in the precision asked for (or reuse one
     compiled from the same files with the same settings, see :func:`keep_compiled`).
 
@@ -48,9 +50,12 @@ def compile_for_cpu(
         threads: INFERENCE_NUM_THREADS; all cores when ``None``.
         input_shape: Shape to reshape the network's input to (e.g. another window size of a fully
             convolutional network); the IR's own shape when ``None``.
+        split_head: Compile the network without its final 1×1×1 class convolution, where it has
+            one (:func:`~mhub_cpu.runtime.head.split_class_head`): it then outputs feature maps.
 
     Returns:
-        The ``openvino.CompiledModel`` and the precision it runs in.
+        The ``openvino.CompiledModel``, the precision it runs in, and the class head split off
+        (``None``: not asked for, or the network has no head that can be split off).
 
     Raises:
         ModelError: the IR cannot be compiled, or would not run in the requested precision.
@@ -58,13 +63,13 @@ def compile_for_cpu(
     require_compute(precision.compute)
     files = _files_key(Path(xml_path)) if _keep else None
     if files is None:
-        return _compile(xml_path, precision, threads, input_shape)
-    key = (files, precision, threads, input_shape)
+        return _compile(xml_path, precision, threads, input_shape, split_head)
+    key = (files, precision, threads, input_shape, split_head)
     with _kept_lock:
         if key in _kept:
             _kept.move_to_end(key)
             return _kept[key]
-        compiled = _compile(xml_path, precision, threads, input_shape)
+        compiled = _compile(xml_path, precision, threads, input_shape, split_head)
         _kept[key] = compiled
         while len(_kept) > _keep:
             _kept.popitem(last=False)
@@ -82,8 +87,8 @@ def _files_key(xml_path: Path) -> tuple | None:
 
 
 def _compile(
-    xml_path: Path, precision: Precision, threads: int | None, input_shape: tuple[int, ...] | None,
-) -> tuple[Any, RunPrecision]:
+    xml_path: Path, precision: Precision, threads: int | None, input_shape: tuple[int, ...] | None, split_head: bool,
+) -> tuple[Any, RunPrecision, ClassHead | None]:
     import openvino as ov
 
     core = ov.Core()
@@ -94,12 +99,13 @@ def _compile(
         model = core.read_model(str(xml_path))
         if input_shape is not None:
             model.reshape(list(input_shape))
-        compiled = core.compile_model(model, "CPU", properties)
+        split = split_class_head(model) if split_head else None
+        compiled = core.compile_model(split[0] if split else model, "CPU", properties)
     except RuntimeError as exc:
         raise ModelError(f"OpenVINO cannot compile {xml_path}: {exc}") from exc
     ran = RunPrecision.of(compiled)
     verify_ran(ran, precision)
-    return compiled, ran
+    return compiled, ran, split[1] if split else None
 
 
 class Network:
@@ -109,15 +115,17 @@ class Network:
         ran: The precision every compute layer runs in (read back from OpenVINO).
         precision: The precision asked for.
         input_shape: The compiled input shape (``-1`` where dynamic).
+        head: With ``split_head``, the class head split off (the output is then the feature maps
+            it takes); ``None`` otherwise.
     """
 
     def __init__(
         self, xml_path: Path, precision: Precision, threads: int | None = None,
-        input_shape: tuple[int, ...] | None = None,
+        input_shape: tuple[int, ...] | None = None, split_head: bool = False,
     ) -> None:
         """Compile ``xml_path`` for the CPU (see :func:`compile_for_cpu`)."""
         self.precision = precision
-        self._compiled, self.ran = compile_for_cpu(xml_path, precision, threads, input_shape)
+        self._compiled, self.ran, self.head = compile_for_cpu(xml_path, precision, threads, input_shape, split_head)
         self._request = self._compiled.create_infer_request()
         self.input_shape = tuple(d.get_length() if d.is_static else -1 for d in self._compiled.input(0).get_partial_shape())
 

@@ -95,6 +95,7 @@ class OpenVinoSegmenter:
                 "max_memory_mb": self.settings.max_memory_mb,
             },
             "windows": result.windows,
+            "class_head": "split off: logits computed in chunks while stitching" if result.head_split else "inside OpenVINO",
             "window": list(result.window),
             "model_grid_shape": list(result.model_grid_shape),
             "model_spacing_mm": list(result.model_spacing),

@@ -6,7 +6,9 @@ Peak RSS during inference is estimated as the sum of
 - the network's weights, twice (the IR as read and the compiled model): ``2 × weights file``;
 - the network's working memory in OpenVINO: ``ACTIVATION_TENSORS[variant]`` full-resolution feature
   maps of ``init_filters`` float32 channels per window voxel (fewer for INT8, whose activations
-  are 8-bit between quantised layers), plus ``LOGIT_COPIES`` copies of the window's logits;
+  are 8-bit between quantised layers), plus ``LOGIT_COPIES`` copies of the window's output: its
+  logits, or, where the class head is split off (:mod:`mhub_cpu.runtime.head`), its feature maps
+  and one chunk of logits per stitching thread (:data:`~mhub_cpu.runtime.head.CHUNK_BYTES`);
 - the stitching buffer: ``classes × X × Y × window_z`` float32 (see ``SlabStitcher``);
 - the model-grid volume, its padded copy and the label map.
 
@@ -21,9 +23,13 @@ over-estimated by up to about 330 MiB.
 from __future__ import annotations
 
 import itertools
+import os
 from dataclasses import dataclass
 
+from mhub_cpu.convert.auto3dseg import ConvertedModel
 from mhub_cpu.core.errors import ProcessingError
+from mhub_cpu.runtime.head import CHUNK_BYTES, has_class_head
+from mhub_cpu.runtime.precision import IrFormat
 from mhub_cpu.segment.splitter import WindowPlan, WindowStrategy, make_plan
 
 BASELINE_MB = 470.0
@@ -47,6 +53,18 @@ class NetworkFootprint:
     init_filters: int
     weights_mb: float
     int8: bool = False
+    head_split: bool = False
+    threads: int = 1
+
+
+def footprint_of(model: ConvertedModel, threads: int | None = None) -> NetworkFootprint:
+    """The footprint of a converted network, as the pipeline runs it (class head split off where it can be)."""
+    config = model.config
+    return NetworkFootprint(
+        classes=int(config["output_classes"]), init_filters=int(config.get("init_filters", 32)),
+        weights_mb=model.xml_path.with_suffix(".bin").stat().st_size / MIB, int8=model.ir is IrFormat.INT8,
+        head_split=has_class_head(model.xml_path), threads=threads or os.cpu_count() or 1,
+    )
 
 
 def estimated_peak_mb(plan: WindowPlan, volume_shape: tuple[int, int, int], network: NetworkFootprint) -> float:
@@ -54,7 +72,11 @@ def estimated_peak_mb(plan: WindowPlan, volume_shape: tuple[int, int, int], netw
     wx, wy, wz = plan.window
     window_voxels = wx * wy * wz
     feature_maps = ACTIVATION_TENSORS["int8" if network.int8 else "float"]
-    working = window_voxels * (feature_maps * network.init_filters + LOGIT_COPIES * network.classes) * 4
+    if network.head_split:
+        output = window_voxels * LOGIT_COPIES * network.init_filters * 4 + network.threads * CHUNK_BYTES
+    else:
+        output = window_voxels * LOGIT_COPIES * network.classes * 4
+    working = window_voxels * feature_maps * network.init_filters * 4 + output
     px, py, _ = plan.padded_shape
     stitch = network.classes * px * py * wz * 4
     volumes = volume_shape[0] * volume_shape[1] * volume_shape[2] * (4 + 4 + 1)

@@ -16,12 +16,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from mhub_cpu.runtime.head import ClassHead
+
 
 class SlabStitcher:
     """Accumulates weighted window logits and finalises label planes along the last axis.
 
     Holds a buffer of ``classes × X × Y × roi_z`` floats covering the planes that windows not yet
-    processed may still touch. Windows must arrive with non-decreasing start along the last axis.
+    processed may still touch. A window arrives as logits, or as feature maps with the network's
+    class head (:class:`~mhub_cpu.runtime.head.ClassHead`), applied here in chunks. Windows must arrive with non-decreasing start along the last axis.
     Every step works on ``workers`` slices along X in parallel threads (NumPy releases the GIL;
     the network is idle meanwhile), and none copies the buffer as a whole.
     """
@@ -38,8 +41,10 @@ class SlabStitcher:
         self._z0 = 0  # first plane held in the buffer
         self._workers = max(1, workers or os.cpu_count() or 1)
 
-    def add(self, start: tuple[int, int, int], logits: np.ndarray) -> None:
-        """Add one window's logits (classes × roi, float32, overwritten) placed at ``start``."""
+    def add(self, start: tuple[int, int, int], output: np.ndarray, head: ClassHead | None = None) -> None:
+        """Add one window placed at ``start``: its logits (classes × roi, float32, overwritten), or
+        with ``head`` its feature maps (features × roi), whose logits are then computed a chunk of
+        rows at a time straight into the buffer, so that the window's logits never exist in full."""
         x, y, z = start
         if z < self._z0:
             raise ValueError("windows must arrive in non-decreasing order along the last axis")
@@ -49,11 +54,20 @@ class SlabStitcher:
         target = self._buffer[:, x : x + rx, y : y + ry, offset : offset + rz]
 
         def accumulate(part: slice) -> None:
-            chunk = logits[:, part]
+            chunk = output[:, part]
             chunk *= self.weights[part]  # in place: no second classes × window temporary
             target[:, part] += chunk
 
-        self._in_parallel(accumulate, rx)
+        def accumulate_from_features(part: slice) -> None:
+            assert head is not None
+            rows = head.rows_per_chunk(ry * rz)
+            for row in range(part.start, part.stop, rows):
+                block = slice(row, min(row + rows, part.stop))
+                logits = head(output[:, block])
+                logits *= self.weights[block]
+                target[:, block] += logits
+
+        self._in_parallel(accumulate if head is None else accumulate_from_features, rx)
 
     def _advance_to(self, z: int) -> None:
         """Finalise planes [z0, z) and slide the buffer so that it starts at plane ``z``."""

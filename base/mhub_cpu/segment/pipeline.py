@@ -12,9 +12,9 @@ from mhub_cpu.convert.auto3dseg import ConvertedModel, check_supported
 from mhub_cpu.core.errors import ModelError
 from mhub_cpu.core.progress import StageTimer, log
 from mhub_cpu.runtime.network import Network
-from mhub_cpu.runtime.precision import IrFormat, Precision, RunPrecision
+from mhub_cpu.runtime.precision import Precision, RunPrecision
 from mhub_cpu.segment.inferer import sliding_window_labels
-from mhub_cpu.segment.memory import MIB, NetworkFootprint, estimated_peak_mb, plan_within_memory
+from mhub_cpu.segment.memory import estimated_peak_mb, footprint_of, plan_within_memory
 from mhub_cpu.segment.preprocess import model_orientation, normalize_intensity, prepare, restore_labels
 from mhub_cpu.segment.splitter import WindowStrategy, make_plan
 from mhub_cpu.segment.weights import BlendMode
@@ -47,6 +47,8 @@ class SegmentationResult:
     model_grid_shape: tuple[int, int, int]
     model_spacing: tuple[float, float, float]
     ran: RunPrecision
+    #: The class head ran while stitching, in chunks (``False``: inside OpenVINO, logits whole).
+    head_split: bool = False
 
 
 def check_settings(config: dict, settings: InferenceSettings) -> None:
@@ -75,11 +77,7 @@ def segment_image(
             f"window {roi}, overlap {settings.overlap}, {settings.precision}"
         )
     classes = int(config["output_classes"])
-    int8 = model.ir is IrFormat.INT8
-    footprint = NetworkFootprint(
-        classes=classes, init_filters=int(config.get("init_filters", 32)),
-        weights_mb=model.xml_path.with_suffix(".bin").stat().st_size / MIB, int8=int8,
-    )
+    footprint = footprint_of(model, settings.threads)
     divisor = int(config.get("size_divisor", 16))
     plan = plan_within_memory(
         prepared.image.shape, roi, settings.strategy, settings.overlap, divisor, footprint, settings.max_memory_mb
@@ -90,19 +88,21 @@ def segment_image(
         log(f"warning: windows shrunk to {plan.window} to fit --max-memory {settings.max_memory_mb:.0f} MiB; "
             "with less context per window the labels differ from the model's own window size")
     with timer.stage("load network"):
-        network = Network(model.xml_path, settings.precision, settings.threads, (1, 1, *plan.window))
-        log(f"network runs {network.ran.summary()}")
+        network = Network(model.xml_path, settings.precision, settings.threads, (1, 1, *plan.window), split_head=True)
+        log(f"network runs {network.ran.summary()}; " + (
+            f"class head ({network.head.features} features → {classes} classes) applied while stitching, in chunks"
+            if network.head is not None else "class head inside OpenVINO (no 1×1×1 head to split off)"))
     with timer.stage("inference"):
         skip = air_window_test(config) if settings.skip_air else None
         labels, windows = sliding_window_labels(
             prepared.image, lambda window: network(window[None, None])[0], plan, classes, settings.blend, skip,
-            settings.threads,
+            settings.threads, network.head,
         )
     with timer.stage("restore grid"):
         labels_image = _to_input_orientation(restore_labels(labels, prepared), oriented, image)
     return SegmentationResult(
         labels=labels_image, windows=windows, window=plan.window, model_grid_shape=prepared.image.shape,
-        model_spacing=prepared.model_spacing, ran=network.ran,
+        model_spacing=prepared.model_spacing, ran=network.ran, head_split=network.head is not None,
     )
 
 

@@ -41,12 +41,13 @@ def write_random_model(path: Path, catalogue_model: str, extra_names: list[str],
     return _write_zip(path, labels, _auto3dseg_config(len(labels) + 1, resolution), seed)
 
 
-def write_tiny_model(path: Path, seed: int = 0) -> Path:
+def write_tiny_model(path: Path, seed: int = 0, labels_from: str = "abdominal-organs", label_count: int = 3) -> Path:
     """A tiny model in the production format, for tests where input handling, not the network, is
-    the point: SegResNetDS with 4 filters and 3 levels, a 32³ window at 6 mm, 3 abdominal labels.
-    It runs a window in milliseconds."""
-    entry = find_entry("abdominal-organs")
-    labels = [entry.label_defaults(Label(value, name, {})) for value, name in enumerate(list(entry.segments)[:3], start=1)]
+    the point: SegResNetDS with 4 filters and 3 levels, a 32³ window at 6 mm, the first
+    ``label_count`` labels of the catalogue model ``labels_from``. It runs a window in milliseconds."""
+    entry = find_entry(labels_from)
+    names = list(entry.segments)[:label_count]
+    labels = [entry.label_defaults(Label(value, name, {})) for value, name in enumerate(names, start=1)]
     config = _auto3dseg_config(len(labels) + 1, 6.0)
     config["roi_size"] = [32, 32, 32]
     config["network"].update(init_filters=4, blocks_down=[1, 1, 1], dsdepth=1)
