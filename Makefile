@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 MHUB_VENV := .venv-mhub
 MHUB_VENDOR := vendor/mhub
 
-.PHONY: demo test test-slow test-signals check docs test-emulated-cpu images test-images test-browser test-wheel release packaged-release bench bench-bodypart bench-seg bench-batch venv clean
+.PHONY: demo test test-slow test-signals check docs test-emulated-cpu images test-images test-browser test-wheel release packaged-release bench-head bench bench-bodypart bench-seg bench-batch venv clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -104,6 +104,10 @@ bench: $(STAMP)
 
 bench-bodypart: $(STAMP)
 	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.bench.bodypart --output output/bench
+
+# A 118-class whole-body network at Slicer's window: class head inside OpenVINO against split off.
+bench-head: $(STAMP)
+	PYTHONPATH=dev $(PY) -m mhub_cpu_dev.bench.class_head --output output/bench
 
 # A W3-sized BINARY DICOM-SEG (117-label whole-body model, ~38,000 frames): highdicom's encoding against ours.
 bench-seg: $(STAMP)
