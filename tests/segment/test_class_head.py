@@ -7,8 +7,6 @@ logits make ties as likely as any model can) runs the sample CT both ways, windo
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
