@@ -154,6 +154,10 @@ def runtime_config(config: dict[str, Any], output_classes: int, divisor: int | N
     return runtime
 
 
+class ConverterMissing(ModelError):
+    """No released IR fits and PyTorch, which a local conversion needs, is not installed."""
+
+
 def ir_folder(bundle: ModelBundle, ir: IrFormat = IrFormat.FP32, quantizer_id: str = "") -> Path:
     """The cache folder of ``bundle``'s IR in format ``ir`` (which may not exist yet): what
     ``--precision auto`` reads recorded agreements from without converting anything."""
@@ -195,7 +199,7 @@ def convert_bundle(
         try:
             import torch
         except ImportError as exc:
-            raise ModelError(
+            raise ConverterMissing(
                 f"no pre-converted {ir} IR of {bundle.model_id} ({'; '.join(not_released)}), and converting it here needs "
                 "PyTorch and MONAI: pip install 'mhub-cpu[convert]'"
             ) from exc

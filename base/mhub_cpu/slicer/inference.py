@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from mhub_cpu.auto3dseg.bundle import ModelBundle
-from mhub_cpu.convert.auto3dseg import ConvertedModel
+from mhub_cpu.convert.auto3dseg import ConvertedModel, ConverterMissing
 from mhub_cpu.core.errors import InputError, ModelError
 from mhub_cpu.core.files import staged_output
 from mhub_cpu.core.progress import StageTimer, log, peak_rss_mb
@@ -137,11 +137,12 @@ def _cached_network(bundle: ModelBundle, request: SlicerRequest) -> ConvertedMod
     """The cached conversion; without torch (where only the runtime is installed) say how to get an IR."""
     try:
         return prepare_network(bundle, request.precision, (), request.trust_model)
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("torch", "monai", "nncf"):
+    except (ModuleNotFoundError, ConverterMissing) as exc:
+        missing = "torch" if isinstance(exc, ConverterMissing) else exc.name
+        if missing not in ("torch", "monai", "nncf"):
             raise
         raise ModelError(
-            f"no usable OpenVINO IR beside {request.model_file} and {exc.name} is not installed to convert it: run "
+            f"no usable OpenVINO IR beside {request.model_file} and {missing} is not installed to convert it: run "
             f"`mhub-cpu convert --model-file {request.model_file} --precision {request.precision}` where the converter is installed"
         ) from exc
 
