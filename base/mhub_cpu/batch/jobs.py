@@ -25,7 +25,7 @@ from mhub_cpu.bodypart.modelfiles import ModelDir, resolve_model
 from mhub_cpu.bodypart.pipeline import Options, error_record, run
 from mhub_cpu.bodypart.pipeline import resolve_precision as resolve_bodypart_precision
 from mhub_cpu.convert.auto3dseg import ConvertedModel
-from mhub_cpu.convert.ir_cache import file_fingerprint
+from mhub_cpu.convert.ir_cache import file_fingerprint, read_record
 from mhub_cpu.core.versions import package_versions
 from mhub_cpu.outputs.dicom_seg import SegmentationType
 from mhub_cpu.runtime.precision import require_compute
@@ -68,17 +68,9 @@ def _digest(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _read_record(path: Path) -> dict | None:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def _stamped_record(path: Path, key: str) -> dict | None:
     """The record at ``path`` if a batch run with job key ``key`` wrote it."""
-    record = _read_record(path)
+    record = read_record(path)
     return record if record is not None and (record.get("batch") or {}).get("job_key") == key else None
 
 
@@ -231,7 +223,7 @@ class BodypartJob:
 
     def failure_record(self, output_dir: Path, exc: BaseException, series: SeriesInput) -> dict:
         """The content of ``qa.json`` with ``"status": "error"``: the one ``bodypart`` wrote when it failed."""
-        record = _read_record(output_dir / self.record)
+        record = read_record(output_dir / self.record)
         if record is not None and record.get("status") == "error":
             return record
         return {"status": "error", "error": error_record(exc), "input": _source(series)}

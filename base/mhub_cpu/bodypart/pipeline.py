@@ -118,8 +118,7 @@ def agreement_record(model: ModelDir, precision: Precision, calibration: list[Pa
 def recorded_agreement(model: ModelDir, precision: Precision, calibration: list[Path] | None = None) -> dict | None:
     """``precision``'s recorded agreement on this CPU, measuring and quantising nothing (``None``: no record)."""
     record_path, key = agreement_record(model, precision, calibration)
-    record = read_record(record_path)
-    return record if record is not None and all(record.get(name) == value for name, value in key.items()) else None
+    return read_record(record_path, key)
 
 
 def resolve_precision(model: ModelDir, options: Options) -> Options:

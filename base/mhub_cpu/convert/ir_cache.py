@@ -69,13 +69,16 @@ def agreement_record_path(ir_folder: Path, precision: str) -> Path:
     return Path(ir_folder) / f"agreement-{precision}.json"
 
 
-def read_record(path: Path) -> dict | None:
-    """A JSON sidecar of the cache, or ``None`` where there is none or it cannot be read (then it is measured again)."""
+def read_record(path: Path, key: dict | None = None) -> dict | None:
+    """A JSON record (object), or ``None`` where there is none, it cannot be read, or it does not hold
+    every item of ``key`` (a record of other settings: measured or written again)."""
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) else None
+    if not isinstance(data, dict) or any(data.get(name) != value for name, value in (key or {}).items()):
+        return None
+    return data
 
 
 def write_record(path: Path, record: dict) -> bool:

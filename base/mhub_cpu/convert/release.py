@@ -196,8 +196,9 @@ def fetch_ir(model_id: str, checkpoint_sha256: str, ir: str, quantizer_id: str, 
     import openvino
 
     major = openvino.__version__.split(".")[0]
-    reasons = [] if release_sources() else ["release sources turned off (MHUB_CPU_NO_RELEASE)"]
-    for source in release_sources():
+    sources = release_sources()
+    reasons = [] if sources else ["no release to look in (MHUB_CPU_NO_RELEASE, or no packaged release and no download)"]
+    for source in sources:
         try:
             entries = _read_manifest(source)
         except (OSError, urllib.error.URLError, TimeoutError) as exc:

@@ -132,8 +132,7 @@ def agreement_with_f32(
     converted = prepare_network(bundle, precision, calibration, trust_model)
     reference = prepare_network(bundle, Precision.F32, trust_model=trust_model)
     record_path, key = agreement_record(converted, reference, precision, ct)
-    record = read_record(record_path)
-    if record is not None and all(record.get(name) == value for name, value in key.items()):
+    if (record := read_record(record_path, key)) is not None:
         return record
     window = _center_window(reference.config, ct)
     shape = (1, 1, *window.shape)
@@ -177,8 +176,7 @@ def recorded_agreement(bundle: ModelBundle, precision: Precision, calibration: t
     ct = calibration_images()[0]
     quantizer_id = make_quantizer(list(calibration) or calibration_images())[1] if precision.ir is IrFormat.INT8 else ""
     path, key = _record_key(ir_folder(bundle, precision.ir, quantizer_id), ir_folder(bundle), precision, ct)
-    record = read_record(path)
-    return record if record is not None and all(record.get(name) == value for name, value in key.items()) else None
+    return read_record(path, key)
 
 
 def as_agreement(record: dict) -> Agreement:
